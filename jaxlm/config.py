@@ -21,6 +21,8 @@ class ConfigError(ValueError):
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "full", "dots")
+SCHEDULES = ("linear", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class ModelConfig:
     initializer_range: float = 0.02  # stddev of the truncated-normal weight init
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay param_dtype)
     param_dtype: str = "float32"  # storage dtype of the parameters
+    remat: str = "none"  # recompute activations in backward: "none", "full", "dots" (keep matmuls)
 
     def __post_init__(self):
         if self.kind != "bert":
@@ -60,6 +63,8 @@ class ModelConfig:
         for key in ("dtype", "param_dtype"):
             if getattr(self, key) not in DTYPES:
                 raise ConfigError(f"model.{key}: {getattr(self, key)!r} is not one of {DTYPES}")
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"model.remat: {self.remat!r} is not one of {REMAT_POLICIES}")
 
     @property
     def head_dim(self) -> int:
@@ -68,11 +73,82 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The optimization recipe: steps, batch, AdamW and its schedule, logging and checkpoints.
+
+    Defaults follow BERT's pretraining setup (BERT A.2) scaled down; `configs/*.yaml` tune them.
+    """
+
+    steps: int = 1000  # optimizer updates in the whole run (not counting micro-batches)
+    batch_size: int = 32  # global sequences per update, summed over all devices and hosts
+    grad_accum_steps: int = 1  # micro-batches per update; batch_size must divide evenly
+    seed: int = 0  # params init, dropout and data order all derive from it
+    learning_rate: float = 1e-4  # peak learning rate, reached after warmup
+    warmup_steps: int = 100  # linear warmup from 0 to learning_rate (BERT: 10k of 1M)
+    schedule: str = "linear"  # decay after warmup to end_learning_rate: "linear" or "cosine"
+    end_learning_rate: float = 0.0  # learning rate at the last step
+    weight_decay: float = 0.01  # AdamW decoupled decay, not applied to biases and LN scales
+    adam_b1: float = 0.9  # first-moment decay
+    adam_b2: float = 0.999  # second-moment decay
+    adam_eps: float = 1e-6  # BERT's epsilon (larger than Adam's 1e-8)
+    grad_clip_norm: float = 1.0  # clip the global gradient norm to this; 0 disables
+    max_nonfinite_steps: int = 10  # stop after this many consecutive NaN/inf steps
+    log_every: int = 10  # steps between metrics lines (metrics.jsonl, progress, TensorBoard)
+    eval_every: int = 100  # steps between evaluations on the held-out split; 0 disables
+    eval_steps: int = 20  # held-out batches per evaluation; 0 reads the whole split
+    checkpoint_every: int = 500  # steps between checkpoints (one is also written at the end)
+    keep_checkpoints: int = 3  # the last K checkpoints kept, plus the best by eval MLM accuracy
+    async_checkpoint: bool = True  # write checkpoints in a background thread
+    tensorboard: bool = True  # also write TensorBoard event files to run_dir/tensorboard
+    progress_bar: bool = True  # show a tqdm bar with loss, tokens/s and ETA
+
+    def __post_init__(self):
+        for key in ("steps", "batch_size", "grad_accum_steps", "log_every", "keep_checkpoints",
+                    "max_nonfinite_steps", "checkpoint_every"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"train.{key}: must be positive, got {getattr(self, key)}")
+        for key in ("warmup_steps", "eval_every", "eval_steps", "seed", "learning_rate",
+                    "end_learning_rate", "weight_decay", "adam_eps", "grad_clip_norm"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(
+                f"train.batch_size: {self.batch_size} is not divisible by "
+                f"train.grad_accum_steps={self.grad_accum_steps}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule: {self.schedule!r} is not one of {SCHEDULES}")
+        for key in ("adam_b1", "adam_b2"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"train.{key}: must be in [0, 1), got {getattr(self, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """How devices are arranged: data x fsdp x tensor = all devices (see jaxlm/sharding.py)."""
+
+    data: int = -1  # data-parallel replicas; -1 fills the devices the other axes leave
+    fsdp: int = 1  # parameter/optimizer shards (ZeRO-3 style), also splits the batch
+    tensor: int = 1  # Megatron-style tensor parallelism over attention heads and MLP width
+    distributed: bool = False  # call jax.distributed.initialize() first (multi-host runs)
+
+    def __post_init__(self):
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        for key, size in sizes.items():
+            if size == 0 or size < -1:
+                raise ConfigError(f"mesh.{key}: must be positive or -1 (fill), got {size}")
+        if list(sizes.values()).count(-1) > 1:
+            raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: where its output goes and how the model is built."""
 
     run_dir: str = "runs/default"  # every output of a run: checkpoints, metrics, plots
     model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    mesh: MeshConfig = MeshConfig()
 
 
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
