@@ -141,12 +141,72 @@ class MeshConfig:
             raise ConfigError("mesh: at most one of mesh.data, mesh.fsdp, mesh.tensor may be -1")
 
 
+ENCODING_ERRORS = ("strict", "replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Corpus, tokenizer and BERT pretraining instances (see `jaxlm.data`).
+
+    Defaults follow google-research/bert `create_pretraining_data.py` for 128-token sequences,
+    on the complete works of Shakespeare.
+    """
+
+    train_files: tuple[str, ...] = ()  # BERT-format text files or globs; () = Shakespeare
+    cache_dir: str = "~/.cache/jaxlm"  # downloads and extracted corpora
+    output_dir: str = ""  # where prepared data goes; "" = <cache_dir>/prepared
+    tokenizer: str = ""  # an existing tokenizer.json or vocab.txt; "" = train a WordPiece one
+    vocab_size: int = 8192  # size of a trained WordPiece vocabulary (specials included)
+    lowercase: bool = True  # lowercase and strip accents (uncased BERT)
+    max_seq_length: int = 128  # T, tokens per instance including [CLS] and two [SEP]
+    max_predictions_per_seq: int = 20  # P, masked positions per instance (80 for T=512)
+    masked_lm_prob: float = 0.15  # fraction of tokens masked (BERT 3.1, Task #1)
+    short_seq_prob: float = 0.1  # chance of a shorter random target length per document
+    dupe_factor: int = 10  # passes over the training documents, each with fresh pairs/masks
+    whole_word_masking: bool = False  # mask all WordPiece pieces of a word together
+    dynamic_masking: bool = False  # re-draw masks each epoch (RoBERTa); False = static (BERT)
+    eval_fraction: float = 0.05  # share of documents held out for evaluation (at least one)
+    num_workers: int = 0  # preprocessing processes; 0 = one per CPU core
+    encoding_errors: str = "strict"  # non-UTF-8 input: "strict" raises, "replace" uses U+FFFD
+
+    def __post_init__(self):
+        for key in ("vocab_size", "max_predictions_per_seq", "dupe_factor"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"data.{key}: must be positive, got {getattr(self, key)}")
+        if self.vocab_size < 6:
+            raise ConfigError(f"data.vocab_size: must leave room beyond the 5 special tokens, "
+                              f"got {self.vocab_size}")
+        if self.max_seq_length < 5:
+            raise ConfigError(f"data.max_seq_length: must be at least 5 ([CLS] A [SEP] B [SEP] "
+                              f"with one token each), got {self.max_seq_length}")
+        if self.max_predictions_per_seq > self.max_seq_length - 3:
+            raise ConfigError(
+                f"data.max_predictions_per_seq: {self.max_predictions_per_seq} exceeds the "
+                f"{self.max_seq_length - 3} maskable tokens of data.max_seq_length="
+                f"{self.max_seq_length}"
+            )
+        if not 0.0 < self.masked_lm_prob < 1.0:
+            raise ConfigError(f"data.masked_lm_prob: must be in (0, 1), got {self.masked_lm_prob}")
+        for key in ("short_seq_prob", "eval_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"data.{key}: must be in [0, 1), got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
+        if self.encoding_errors not in ENCODING_ERRORS:
+            raise ConfigError(
+                f"data.encoding_errors: {self.encoding_errors!r} is not one of {ENCODING_ERRORS}"
+            )
+        if any(not f.strip() for f in self.train_files):
+            raise ConfigError(f"data.train_files: empty path in {self.train_files}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: where its output goes and how the model is built."""
 
     run_dir: str = "runs/default"  # every output of a run: checkpoints, metrics, plots
     model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     mesh: MeshConfig = MeshConfig()
 
@@ -203,7 +263,7 @@ def from_dict(cls: type, tree: dict, prefix: str = ""):
     unknown = sorted(set(tree) - names)
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r}; valid keys here: {', '.join(sorted(names))}"
+            f"unknown key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for name, value in tree.items():

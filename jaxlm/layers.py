@@ -1,0 +1,97 @@
+"""Layers shared by every model: einsum projections, embeddings, layer norm.
+
+Shapes follow the legend in `jaxlm/__init__.py`. Every parameter carries `logical_axes`
+metadata, one name per dimension ("vocab", "embed", "heads", "kv", "mlp" or None);
+`jaxlm/sharding.py` maps those names onto a device mesh. Nothing here knows about meshes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = jax.nn.initializers.Initializer
+
+
+def param(rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...], axes: tuple,
+          param_dtype) -> nnx.Param:
+    """A parameter initialised by `init`, tagged with one logical axis name per dimension."""
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {axes} do not match parameter shape {shape}")
+    return nnx.Param(init(rngs.params(), shape, param_dtype), logical_axes=tuple(axes))
+
+
+def _einsum_parts(equation: str) -> tuple[str, str, str]:
+    lhs, out = equation.replace(" ", "").split("->")
+    x, kernel = lhs.split(",")
+    return x, kernel, out
+
+
+class Linear(nnx.Module):
+    """An affine map written as an einsum whose letters are the shape legend.
+
+    `Linear("BTD,DNH->BTNH", (D, N, H), ("embed", "heads", "kv"), ...)` projects into heads.
+    The bias covers the kernel dimensions that survive into the output (here N, H).
+    """
+
+    def __init__(self, equation: str, kernel_shape: tuple[int, ...], kernel_axes: tuple, *,
+                 init_std: float, dtype, param_dtype, rngs: nnx.Rngs):
+        _, kernel_letters, out_letters = _einsum_parts(equation)
+        if len(kernel_letters) != len(kernel_shape):
+            raise ValueError(f"{equation}: kernel shape {kernel_shape} has the wrong rank")
+        kept = [i for i, c in enumerate(kernel_letters) if c in out_letters]
+        self.equation = equation
+        self.dtype = dtype
+        self.kernel = param(rngs, jax.nn.initializers.truncated_normal(init_std), kernel_shape,
+                            kernel_axes, param_dtype)
+        self.bias = param(rngs, jax.nn.initializers.zeros, tuple(kernel_shape[i] for i in kept),
+                          tuple(kernel_axes[i] for i in kept), param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.einsum(self.equation, x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return y + self.bias[...].astype(self.dtype)
+
+
+class Embedding(nnx.Module):
+    """A lookup table [num_embeddings, D]; also usable as a tied output projection."""
+
+    def __init__(self, num_embeddings: int, features: int, axes: tuple, *, init_std: float,
+                 dtype, param_dtype, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.embedding = param(rngs, jax.nn.initializers.truncated_normal(init_std),
+                               (num_embeddings, features), axes, param_dtype)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x_BPD: jax.Array) -> jax.Array:
+        """Scores of every table row against `x`: the tied output layer (BERT 3.1, Task #1)."""
+        return jnp.einsum("BPD,VD->BPV", x_BPD.astype(self.dtype),
+                          self.embedding[...].astype(self.dtype))
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis, in float32.
+
+    Ba, Kiros & Hinton 2016, "Layer Normalization", eq. 4.
+    """
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+class LayerNorm(nnx.Module):
+    """Layer norm whose statistics are float32 whatever the compute dtype."""
+
+    def __init__(self, features: int, *, eps: float, dtype, param_dtype):
+        self.eps = eps
+        self.dtype = dtype
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype), logical_axes=("embed",))
+        self.bias = nnx.Param(jnp.zeros((features,), param_dtype), logical_axes=("embed",))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = layer_norm(x, self.scale[...].astype(jnp.float32),
+                       self.bias[...].astype(jnp.float32), self.eps)
+        return y.astype(self.dtype)
