@@ -188,7 +188,7 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
     config = config_from_hf(json.loads((directory / "config.json").read_text()), dtype=dtype)
     weights = read_weights(directory)
     model = BertForPreTraining(config, rngs=nnx.Rngs(params=seed, dropout=seed))
-    params = nnx.state(model, nnx.Param).flat_state()
+    params = nnx.to_flat_state(nnx.state(model, nnx.Param))
     by_path = {".".join(map(str, k)): k for k, _ in params}
     values = dict(params)
     missing = []
@@ -217,7 +217,7 @@ def save_pretrained(model: BertForPreTraining, config: ModelConfig, path: str | 
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     params = {".".join(map(str, k)): np.asarray(v.get_value(), dtype=np.float32)
-              for k, v in nnx.state(model, nnx.Param).flat_state()}
+              for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
                for hf_name, path_, layout in _entries(config.num_layers)}
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})

@@ -2,8 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm.attention import (MultiHeadAttention, causal_mask, dot_product_attention,
-                             padding_mask)
+from jaxlm.attention import MultiHeadAttention, causal_mask, dot_product_attention, padding_mask
 from jaxlm.config import ModelConfig
 
 CFG = ModelConfig(vocab_size=10, hidden_size=16, num_layers=1, num_heads=2,
