@@ -11,6 +11,18 @@ from jaxlm.config import ModelConfig
 from jaxlm.layers import LayerNorm, Linear
 
 
+def rematerialized(block_call, policy: str):
+    """`block_call` recomputing its activations in the backward pass (Chen et al. 2016).
+
+    "full" keeps only the block's inputs; "dots" also keeps matmul outputs, recomputing
+    only the cheap elementwise work; "none" keeps everything.
+    """
+    if policy == "none":
+        return block_call
+    saveable = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[policy]
+    return nnx.remat(block_call, policy=saveable)
+
+
 class FeedForward(nnx.Module):
     """Position-wise MLP: D -> F -> D with GELU (Vaswani et al. 3.3; BERT uses GELU, 3.1).
 

@@ -135,3 +135,28 @@ def test_too_long_and_mismatched_inputs_say_what_is_wrong(tiny_config):
         model(ids[0], jnp.zeros_like(ids[0]), jnp.ones_like(ids[0]))
     with pytest.raises(ValueError, match=r"masked_positions must be \[batch=2"):
         model(ids, jnp.zeros_like(ids), jnp.ones_like(ids), jnp.zeros((3, 2), jnp.int32))
+
+
+@pytest.mark.parametrize("policy", ["full", "dots"])
+def test_remat_changes_memory_not_gradients(tiny_config, policy):
+    import dataclasses
+
+    def grads(config):
+        model = BertForPreTraining(config, rngs=nnx.Rngs(0))
+        model.eval()
+        batch = _batch(config)
+
+        def loss(m):
+            mlm, nsp = m(*batch)
+            return mlm.mean() + nsp.mean()
+
+        jaxpr = str(jax.make_jaxpr(lambda m: nnx.grad(loss)(m))(model))
+        return nnx.grad(loss)(model), jaxpr
+
+    plain, plain_jaxpr = grads(tiny_config)
+    remat, remat_jaxpr = grads(dataclasses.replace(tiny_config, remat=policy))
+    assert "remat" in remat_jaxpr and "remat" not in plain_jaxpr
+    if policy == "full":  # the forward matmuls run again in the backward pass
+        assert remat_jaxpr.count("dot_general") > plain_jaxpr.count("dot_general")
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
