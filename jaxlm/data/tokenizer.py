@@ -1,0 +1,144 @@
+"""BERT's WordPiece tokenizer (BERT 3, "Input/Output Representations"), via `tokenizers`.
+
+We either train one on the corpus or load an existing `tokenizer.json` (a Hugging Face fast
+tokenizer) or `vocab.txt` (one WordPiece per line, as google-research/bert ships). Either
+way the pipeline needs the five special tokens below and the WordPiece continuation prefix
+("##"), which whole-word masking uses to find the pieces of a word.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tokenizers import (  # the pieces of a BERT tokenizer
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
+
+from jaxlm.data.corpus import DataError
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # a trained vocabulary gives them ids 0..4
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    """Ids of the special tokens in one vocabulary."""
+
+    pad: int
+    unk: int
+    cls: int
+    sep: int
+    mask: int
+
+
+def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool) -> Tokenizer:
+    """Adds BERT's normalizer, pre-tokenizer, [CLS]/[SEP] template and decoder."""
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return tokenizer
+
+
+def _add_template(tokenizer: Tokenizer) -> Tokenizer:
+    """`encode(a, b)` gives [CLS] a [SEP] b [SEP], as a Hugging Face BERT tokenizer does."""
+    ids = special_ids(tokenizer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}",
+        pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        special_tokens=[(CLS, ids.cls), (SEP, ids.sep)],
+    )
+    return tokenizer
+
+
+def train_tokenizer(sentences: Iterable[str], vocab_size: int, lowercase: bool) -> Tokenizer:
+    """Trains a WordPiece vocabulary of at most `vocab_size` entries on `sentences`.
+
+    A small corpus may yield fewer entries than asked for; the model's vocabulary size is
+    whatever `get_vocab_size()` reports.
+    """
+    tokenizer = _bert_pipeline(Tokenizer(models.WordPiece(unk_token=UNK)), lowercase)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(sentences, trainer=trainer)
+    return _add_template(tokenizer)
+
+
+def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
+    """Loads a `tokenizer.json` or a WordPiece `vocab.txt`.
+
+    Truncation and padding stored in a `tokenizer.json` are switched off: instances are
+    packed and padded by the pipeline itself.
+
+    Args:
+      path: a `tokenizer.json`, or any other file read as `vocab.txt` (one token per line).
+      lowercase: only for a `vocab.txt`: lowercase and strip accents (uncased BERT). A
+        `tokenizer.json` brings its own normalizer.
+
+    Raises:
+      DataError: a missing or unreadable file, or a vocabulary without the special tokens.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"tokenizer file not found: {path}")
+    if path.suffix == ".json":
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
+            raise DataError(f"{path}: not a tokenizers JSON file ({e})") from None
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+    else:
+        try:
+            words = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: a vocab.txt must be UTF-8 text, one token per line") from None
+        vocab: dict[str, int] = {}
+        for word in words:
+            vocab.setdefault(word.rstrip("\n"), len(vocab))
+        if UNK not in vocab:
+            raise DataError(f"{path}: the vocabulary lacks the special token {UNK}")
+        tokenizer = _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token=UNK)), lowercase)
+        _add_template(tokenizer)
+    special_ids(tokenizer, source=path)
+    return tokenizer
+
+
+def special_ids(tokenizer: Tokenizer, source: str | Path = "tokenizer") -> SpecialIds:
+    """The ids of [PAD] [UNK] [CLS] [SEP] [MASK].
+
+    Raises:
+      DataError: naming every special token the vocabulary lacks.
+    """
+    ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    missing = [token for token, i in ids.items() if i is None]
+    if missing:
+        raise DataError(
+            f"{source}: the vocabulary lacks the special token(s) {' '.join(missing)}; BERT "
+            f"pretraining needs all of {' '.join(SPECIAL_TOKENS)}"
+        )
+    return SpecialIds(pad=ids[PAD], unk=ids[UNK], cls=ids[CLS], sep=ids[SEP], mask=ids[MASK])
+
+
+def continuation_mask(tokenizer: Tokenizer) -> np.ndarray:
+    """Bool[V]: True for WordPiece pieces that continue a word (those starting with "##")."""
+    model = json.loads(tokenizer.to_str()).get("model", {})
+    prefix = model.get("continuing_subword_prefix") or "##"
+    size = tokenizer.get_vocab_size()
+    tokens = [tokenizer.id_to_token(i) or "" for i in range(size)]
+    return np.array([t.startswith(prefix) and t != prefix for t in tokens], dtype=bool)
