@@ -1,0 +1,229 @@
+"""The pretraining run behind `python train.py`: data, mesh, state, loop, checkpoints, metrics.
+
+One function, `run(cfg)`, does the whole job the same way on one CPU, a GPU box or a
+multi-host TPU slice:
+
+1. prepare the data (tokenizer + instances, cached) and size the vocabulary from it;
+2. build the mesh, the train state's shardings and the jitted steps (`jaxlm.trainer`);
+3. resume from the newest readable checkpoint in `run_dir/checkpoints`, or initialize;
+4. train, logging every `log_every` steps, evaluating every `eval_every`, checkpointing
+   every `checkpoint_every` and at the end; SIGTERM/SIGINT save at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxlm import data, metrics, optim, plot, sharding, trainer
+from jaxlm.checkpoint import Checkpointer
+from jaxlm.config import Config, ConfigError, load, to_dict
+
+log = logging.getLogger("jaxlm")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a NaN/inf loss or gradient."""
+
+
+class StopRequest:
+    """Remembers a SIGTERM/SIGINT so the loop can checkpoint and leave at a step boundary."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("received %s: saving a checkpoint at the end of this step",
+                    signal.Signals(signum).name)
+
+    def requested(self) -> bool:
+        """True on every process as soon as any process was signalled."""
+        flag = self.signal is not None
+        if jax.process_count() == 1:
+            return flag
+        return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def prepare_data(cfg: Config) -> data.Prepared:
+    """Process 0 builds the data first; the others then find it (or build their own copy
+    when hosts share no filesystem)."""
+    if jax.process_index() == 0:
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed)
+    multihost_utils.sync_global_devices("jaxlm_data_prepared")
+    if jax.process_index() != 0:
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed)
+    return prepared
+
+
+def resolve_model(cfg: Config, prepared: data.Prepared) -> Config:
+    """The model's vocabulary follows the tokenizer; its positions must cover a sequence."""
+    if prepared.max_seq_length > cfg.model.max_position_embeddings:
+        raise ConfigError(
+            f"data.max_seq_length={prepared.max_seq_length} exceeds "
+            f"model.max_position_embeddings={cfg.model.max_position_embeddings}"
+        )
+    if cfg.model.vocab_size != prepared.vocab_size:
+        log.info("model.vocab_size set to %d by the tokenizer %s", prepared.vocab_size,
+                 prepared.tokenizer_path)
+    model = dataclasses.replace(cfg.model, vocab_size=prepared.vocab_size)
+    return dataclasses.replace(cfg, model=model)
+
+
+def evaluate(eval_step, params, rngs, prepared: data.Prepared, cfg: Config, mesh) -> dict:
+    """MLM/NSP accuracy and perplexity on (the first `eval_steps` batches of) the held-out
+    split, read in stored order so every evaluation sees the same examples."""
+    loader = data.make_loader(prepared, "eval", cfg.train.batch_size, seed=cfg.train.seed,
+                              shuffle=False, num_epochs=1)
+    totals = None
+    for i, local in enumerate(loader):
+        if cfg.train.eval_steps and i == cfg.train.eval_steps:
+            break
+        sums = jax.device_get(eval_step(params, rngs, sharding.global_batch(local, mesh)))
+        totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+    return trainer.eval_metrics(totals)
+
+
+def run(cfg: Config) -> dict:
+    """Trains to `cfg.train.steps`, resuming if `run_dir` holds checkpoints.
+
+    Returns:
+      The last train metrics line and the last evaluation, plus `wall_s`.
+
+    Raises:
+      ConfigError: a setting that cannot work (mesh vs devices, batch vs mesh, run_dir
+        holding another model).
+      NonFiniteError: `train.max_nonfinite_steps` consecutive NaN/inf steps; the newest
+        checkpoint is from before them.
+    """
+    started = time.perf_counter()
+    sharding.initialize_distributed(cfg.mesh)
+    mesh = sharding.make_mesh(cfg.mesh)
+    sharding.check_batch_size(cfg.train.batch_size, cfg.train.grad_accum_steps, mesh)
+    prepared = prepare_data(cfg)
+    cfg = resolve_model(cfg, prepared)
+    run_dir = Path(cfg.run_dir)
+    log.info("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
+             jax.devices()[0].device_kind, jax.process_count())
+
+    tx = optim.make_optimizer(cfg.train)
+    setup = trainer.setup_state(cfg.model, cfg.train.seed, tx, mesh)
+    train_step = trainer.make_train_step(setup.model, tx, optim.learning_rate_schedule(cfg.train),
+                                         mesh, setup.shardings, cfg.train.grad_accum_steps)
+    eval_step = trainer.make_eval_step(setup.model, mesh, setup.shardings)
+    batches = iter(data.make_loader(prepared, "train", cfg.train.batch_size,
+                                    seed=cfg.train.seed, shuffle=True, num_epochs=None))
+    if cfg.train.eval_every:  # fail now, not after an hour, if the eval split is too small
+        data.make_loader(prepared, "eval", cfg.train.batch_size, seed=cfg.train.seed,
+                         shuffle=False, num_epochs=1)
+
+    checkpoints = Checkpointer(run_dir, cfg.train)
+    state = checkpoints.restore(setup.abstract, batches, cfg.model)
+    state = setup.init() if state is None else state
+    start = int(jax.device_get(state.step))
+    if start:
+        log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
+                 checkpoints.directory)
+    T, P = prepared.max_seq_length, prepared.max_predictions
+    logger = metrics.MetricsLogger(
+        run_dir, start, cfg.train.steps, tokens_per_step=cfg.train.batch_size * T,
+        flops_per_step=metrics.bert_train_flops(cfg.model, cfg.train.batch_size, T, P),
+        peak=metrics.peak_flops(), tensorboard=cfg.train.tensorboard,
+        progress_bar=cfg.train.progress_bar)
+    summary: dict = {}
+    config_dict = to_dict(cfg)
+    try:
+        with StopRequest() as stop:
+            step = start
+            logger.restart_clock(step)
+            while step < cfg.train.steps:
+                batch = sharding.global_batch(next(batches), mesh)
+                state, step_metrics = train_step(state, setup.rngs, batch)
+                step += 1
+                logger.record(step, step_metrics)
+                last = step == cfg.train.steps
+                if step == start + 1:
+                    logger.restart_clock(step)  # leave compilation out of tokens/s
+                if step % cfg.train.log_every == 0 or last:
+                    summary["train"] = line = logger.flush(step)
+                    if line["bad_streak"] >= cfg.train.max_nonfinite_steps:
+                        raise NonFiniteError(
+                            f"{line['bad_streak']} consecutive steps up to step {step} had a "
+                            f"non-finite loss or gradient; their updates were skipped. The "
+                            f"newest checkpoint in {checkpoints.directory} predates them. "
+                            f"Lower train.learning_rate or use model.dtype=float32.")
+                eval_line = None
+                if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or last):
+                    eval_line = evaluate(eval_step, state.params, setup.rngs, prepared, cfg,
+                                         mesh)
+                    summary["eval"] = eval_line
+                    logger.write_eval(step, eval_line)
+                stopping = stop.requested()
+                if step % cfg.train.checkpoint_every == 0 or last or stopping:
+                    checkpoints.save(step, state, batches, config_dict, eval_line)
+                if stopping:
+                    log.warning("stopped at step %d; checkpoint written to %s", step,
+                                checkpoints.directory)
+                    break
+                if eval_line is not None:
+                    logger.restart_clock(step)
+    finally:
+        checkpoints.close()
+        logger.close()
+    if jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
+        summary["plot"] = str(plot.plot_run(run_dir))
+    summary["wall_s"] = time.perf_counter() - started
+    return summary
+
+
+def parse_args(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Pretrain BERT (masked LM + next sentence prediction).",
+        epilog="Example: python train.py --config configs/bert_mini.yaml train.steps=2000 "
+               "mesh.data=-1 mesh.tensor=2")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="YAML config (default: configs/bert_tiny.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="override any config field, e.g. train.steps=100")
+    args = parser.parse_args(argv)
+    return load(args.config, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        summary = run(parse_args(sys.argv[1:] if argv is None else argv))
+    except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+    if jax.process_index() == 0:
+        final = {**summary.get("train", {}), **summary.get("eval", {})}
+        shown = ("step", "loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "eval_perplexity")
+        print("done: " + " ".join(f"{k}={final[k]:.4g}" for k in shown if k in final)
+              + f" wall={summary['wall_s']:.0f}s" + (f" plot={summary['plot']}"
+                                                     if "plot" in summary else ""))
+    return 0
