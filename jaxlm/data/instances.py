@@ -211,15 +211,17 @@ def pack(tokens_a: Sequence[int], tokens_b: Sequence[int], ids: SpecialIds,
     return tokens, types
 
 
-def empty_arrays(n: int, max_seq_length: int, max_predictions: int, ids_dtype,
+def empty_arrays(n: int, max_seq_length: int, max_predictions: int, ids_dtype, pad_id: int,
                  masked: bool = True) -> dict:
-    """Zeroed instance arrays: [N, T] per token key, [N, P] per prediction key, [N] labels.
+    """Padding-only instance arrays: [N, T] per token key, [N, P] per prediction key, [N] labels.
 
-    Without `masked` the prediction keys are left out (the loader draws them per epoch).
+    `input_ids` is filled with `pad_id` (a given vocabulary need not put [PAD] at 0), every
+    other key with zeros. Without `masked` the prediction keys are left out (the loader draws
+    them per epoch).
     """
     T, P = max_seq_length, max_predictions
     arrays = {
-        "input_ids": np.zeros((n, T), ids_dtype),
+        "input_ids": np.full((n, T), pad_id, ids_dtype),
         "token_type_ids": np.zeros((n, T), np.uint8),
         "attention_mask": np.zeros((n, T), np.uint8),
         "next_sentence_label": np.zeros((n,), np.uint8),
@@ -261,7 +263,8 @@ def create_instances(documents: Documents, d: int, rng: np.random.Generator, *,
       A dict of the `KEYS` (the token keys only, without `masked`) with leading dim N.
     """
     pairs = create_pairs(documents, d, max_seq_length, short_seq_prob, rng)
-    arrays = empty_arrays(len(pairs), max_seq_length, spec.max_predictions, ids_dtype, masked)
+    arrays = empty_arrays(len(pairs), max_seq_length, spec.max_predictions, ids_dtype,
+                          spec.ids.pad, masked)
     for row, (tokens_a, tokens_b, is_random_next) in enumerate(pairs):
         tokens, types = pack(tokens_a, tokens_b, spec.ids, max_seq_length)
         n = len(tokens)

