@@ -42,7 +42,7 @@ class SpecialIds:
 
 
 def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool) -> Tokenizer:
-    """Adds BERT's normalizer, pre-tokenizer, [CLS]/[SEP] template and decoder."""
+    """Adds BERT's normalizer, pre-tokenizer and decoder (`_add_template` adds [CLS]/[SEP])."""
     tokenizer.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=lowercase, lowercase=lowercase
     )
@@ -51,9 +51,8 @@ def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool) -> Tokenizer:
     return tokenizer
 
 
-def _add_template(tokenizer: Tokenizer) -> Tokenizer:
+def _add_template(tokenizer: Tokenizer, ids: SpecialIds) -> Tokenizer:
     """`encode(a, b)` gives [CLS] a [SEP] b [SEP], as a Hugging Face BERT tokenizer does."""
-    ids = special_ids(tokenizer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{CLS} $A {SEP}",
         pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
@@ -76,7 +75,7 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int, lowercase: bool) 
         show_progress=False,
     )
     tokenizer.train_from_iterator(sentences, trainer=trainer)
-    return _add_template(tokenizer)
+    return _add_template(tokenizer, special_ids(tokenizer))
 
 
 def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
@@ -103,20 +102,40 @@ def load_tokenizer(path: str | Path, lowercase: bool = True) -> Tokenizer:
             raise DataError(f"{path}: not a tokenizers JSON file ({e})") from None
         tokenizer.no_truncation()
         tokenizer.no_padding()
+        special_ids(tokenizer, source=path)
     else:
-        try:
-            words = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: a vocab.txt must be UTF-8 text, one token per line") from None
-        vocab: dict[str, int] = {}
-        for word in words:
-            vocab.setdefault(word.rstrip("\n"), len(vocab))
-        if UNK not in vocab:
-            raise DataError(f"{path}: the vocabulary lacks the special token {UNK}")
-        tokenizer = _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token=UNK)), lowercase)
-        _add_template(tokenizer)
-    special_ids(tokenizer, source=path)
+        tokenizer = Tokenizer(models.WordPiece(_read_vocab(path), unk_token=UNK))
+        _add_template(_bert_pipeline(tokenizer, lowercase), special_ids(tokenizer, source=path))
     return tokenizer
+
+
+def _read_vocab(path: Path) -> dict[str, int]:
+    """Token -> id from a `vocab.txt`, where a token's id is its line number (0-based).
+
+    Lines are split at "\\n" only, as Hugging Face's `load_vocab` does, because a vocabulary
+    may hold tokens such as U+2028 that `str.splitlines` would treat as line breaks.
+
+    Raises:
+      DataError: bytes that are not UTF-8, or a blank or repeated line: either would give
+        a token an id other than the one a model trained with this file expects.
+    """
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: a vocab.txt must be UTF-8 text, one token per line") from None
+    if lines[-1] == "":
+        lines.pop()
+    vocab: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        token = line.removesuffix("\r")
+        if not token.strip():
+            raise DataError(f"{path}:{i + 1}: blank line; a vocab.txt holds one token per "
+                            "line and a token's id is its line number")
+        if token in vocab:
+            raise DataError(f"{path}:{i + 1}: {token!r} repeats line {vocab[token] + 1}; a "
+                            "token's id is its line number, so each token must appear once")
+        vocab[token] = i
+    return vocab
 
 
 def special_ids(tokenizer: Tokenizer, source: str | Path = "tokenizer") -> SpecialIds:
