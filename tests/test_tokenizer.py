@@ -23,7 +23,7 @@ def tiny_sentences() -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained() -> Tokenizer:
-    return train_tokenizer(tiny_sentences(), vocab_size=200, lowercase=True)
+    return train_tokenizer(tiny_sentences, vocab_size=200, lowercase=True)
 
 
 def test_trained_vocabulary(trained):
@@ -32,12 +32,28 @@ def test_trained_vocabulary(trained):
     assert trained.get_vocab_size() == 200
     # Lowercase + strip accents: these spell the same word.
     assert trained.encode("CAFÉ Bakery").ids == trained.encode("cafe bakery").ids
-    cased = train_tokenizer(tiny_sentences(), vocab_size=200, lowercase=False)
+    cased = train_tokenizer(tiny_sentences, vocab_size=200, lowercase=False)
     assert cased.encode("The").ids != cased.encode("the").ids
 
 
+def test_training_is_deterministic(trained):
+    # The bare `tokenizers` trainer numbers "##" pieces in hash order (tokenizers#1794);
+    # on this corpus five runs gave five different vocabularies.
+    for _ in range(5):
+        again = train_tokenizer(tiny_sentences, vocab_size=200, lowercase=True)
+        assert again.to_str() == trained.to_str()
+
+
+def test_only_bert_specials_are_special(trained):
+    assert trained.encode("[MASK] [SEP]", add_special_tokens=False).ids == [4, 3]
+    pieces = trained.encode("##e", add_special_tokens=False).tokens
+    assert pieces != ["##e"]  # a "##" piece in raw text is ordinary text, not a token
+    assert [t.content for t in trained.get_added_tokens_decoder().values()] == list(
+        SPECIAL_TOKENS)
+
+
 def test_small_corpus_gives_a_smaller_vocabulary():
-    tokenizer = train_tokenizer(["ab ab ba"], vocab_size=1000, lowercase=True)
+    tokenizer = train_tokenizer(lambda: ["ab ab ba"], vocab_size=1000, lowercase=True)
     assert tokenizer.get_vocab_size() < 20  # 5 specials, a handful of characters and merges
 
 

@@ -208,8 +208,10 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
     if cfg.tokenizer:
         tokenizer = load_tokenizer(cfg.tokenizer, lowercase=cfg.lowercase)
     else:
-        train_text = (s for i, d in enumerate(_documents(files, cfg)) if i not in held_out
-                      for s in d)
+        def train_text() -> Iterator[str]:
+            return (s for i, d in enumerate(_documents(files, cfg)) if i not in held_out
+                    for s in d)
+
         tokenizer = train_tokenizer(train_text, cfg.vocab_size, cfg.lowercase)
     tokenizer.save(str(out / "tokenizer.json"))
     ids = special_ids(tokenizer, source=cfg.tokenizer or "the trained tokenizer")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -61,20 +61,45 @@ def _add_template(tokenizer: Tokenizer, ids: SpecialIds) -> Tokenizer:
     return tokenizer
 
 
-def train_tokenizer(sentences: Iterable[str], vocab_size: int, lowercase: bool) -> Tokenizer:
-    """Trains a WordPiece vocabulary of at most `vocab_size` entries on `sentences`.
-
-    A small corpus may yield fewer entries than asked for; the model's vocabulary size is
-    whatever `get_vocab_size()` reports.
-    """
+def _train(sentences: Iterable[str], vocab_size: int, lowercase: bool,
+           specials: list[str]) -> Tokenizer:
+    """One run of the `tokenizers` WordPiece trainer; `specials` take the first ids in order."""
     tokenizer = _bert_pipeline(Tokenizer(models.WordPiece(unk_token=UNK)), lowercase)
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=specials,
         continuing_subword_prefix="##",
         show_progress=False,
     )
     tokenizer.train_from_iterator(sentences, trainer=trainer)
+    return tokenizer
+
+
+def train_tokenizer(sentences: Callable[[], Iterable[str]], vocab_size: int,
+                    lowercase: bool) -> Tokenizer:
+    """Trains a WordPiece vocabulary of at most `vocab_size` entries, the same on every run.
+
+    The `tokenizers` trainer numbers the "##" piece of each character in hash-map order,
+    and equal pair counts are then merged in id order, so the vocabulary changes from run
+    to run (huggingface/tokenizers#1794). We therefore read the corpus twice: a first run
+    without merges finds the "##" pieces, and the real run receives them, sorted, right
+    after the special tokens. The result is rebuilt as a plain WordPiece vocabulary, like a
+    loaded `vocab.txt`, with only the five BERT special tokens marked special.
+
+    A small corpus may yield fewer entries than asked for; the model's vocabulary size is
+    whatever `get_vocab_size()` reports.
+
+    Args:
+      sentences: returns a fresh iterator over the training sentences on each call.
+      vocab_size: the largest vocabulary, special tokens included.
+      lowercase: lowercase and strip accents (uncased BERT).
+    """
+    alphabet = _train(sentences(), 0, lowercase, list(SPECIAL_TOKENS))
+    pieces = sorted(t for t in alphabet.get_vocab(with_added_tokens=False) if t.startswith("##"))
+    trained = _train(sentences(), vocab_size, lowercase, [*SPECIAL_TOKENS, *pieces])
+    vocab = trained.get_vocab(with_added_tokens=False)
+    tokenizer = _bert_pipeline(Tokenizer(models.WordPiece(vocab, unk_token=UNK)), lowercase)
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     return _add_template(tokenizer, special_ids(tokenizer))
 
 
