@@ -52,7 +52,7 @@ from jaxlm.data.tokenizer import (
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the instance algorithm or the on-disk layout changes
+VERSION = 2  # bump when the tokenizer training, instance algorithm or on-disk layout change
 EVAL_SEED = 0  # eval instances do not depend on the run's seed
 SPLITS = ("train", "eval")
 # Settings that change where files go or how fast they are made, not what is in them.
