@@ -51,3 +51,28 @@ def read_split(prepared: Prepared, split: str) -> dict[str, np.ndarray]:
     """The arrays of one prepared split, loaded into memory (the keys that exist on disk)."""
     directory = prepared.directory / split
     return {k: np.load(directory / f"{k}.npy") for k in KEYS if (directory / f"{k}.npy").is_file()}
+
+
+def check_whole_words(batch: dict[str, np.ndarray], is_continuation: np.ndarray) -> int:
+    """Asserts that each row's masks cover whole words; returns how many "##" pieces it saw.
+
+    A "##" piece continues the nearest earlier token that is not [CLS] or [SEP] (specials
+    are skipped, not word boundaries, as in google-research/bert), and must be masked
+    exactly when that token is.
+    """
+    specials = {TRAINED_IDS.cls, TRAINED_IDS.sep}
+    pieces_seen = 0
+    for row in range(len(batch["input_ids"])):
+        n = int(batch["attention_mask"][row].sum())
+        k = int(batch["masked_weights"][row].sum())
+        positions = set(batch["masked_positions"][row, :k].tolist())
+        original = batch["input_ids"][row, :n].tolist()
+        for p, token in zip(batch["masked_positions"][row, :k].tolist(),
+                            batch["masked_ids"][row, :k].tolist(), strict=True):
+            original[p] = token
+        pieces = [p for p in range(n) if original[p] not in specials]
+        for prev, p in zip(pieces[:-1], pieces[1:], strict=True):
+            if is_continuation[original[p]]:
+                pieces_seen += 1
+                assert (prev in positions) == (p in positions), (row, prev, p)
+    return pieces_seen

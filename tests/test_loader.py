@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import TRAINED_IDS, read_split, tiny_data_config
+from data_fixtures import TRAINED_IDS, check_whole_words, read_split, tiny_data_config
 
 from jaxlm.data import KEYS, DataError, Prepared, loader_throughput, make_loader, prepare
 
@@ -207,6 +207,18 @@ def test_dynamic_resume(tiny):
     resumed = iter(make())
     resumed.set_state(state)
     assert_same([next(resumed) for _ in range(12)], expected)
+
+
+def test_dynamic_whole_word_masking(tmp_path):
+    cfg = tiny_data_config(tmp_path, dynamic_masking=True, whole_word_masking=True,
+                           vocab_size=120)
+    prepared = prepare(cfg, seed=0)
+    is_continuation = prepared.masking_spec().is_continuation
+    np.testing.assert_array_equal(is_continuation,
+                                  np.load(prepared.directory / "is_continuation.npy"))
+    pieces = sum(check_whole_words(b, is_continuation)
+                 for b in loader(prepared, 4, num_epochs=3))
+    assert pieces > 0
 
 
 def test_eval_split_reads_static_masks(tiny):
