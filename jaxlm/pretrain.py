@@ -213,8 +213,12 @@ def parse_args(argv: list[str]) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    # jaxlm's own handler: absl (imported by orbax) has already claimed the root logger.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))
     except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError) as e:

@@ -21,6 +21,7 @@ import os
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm.config import ConfigError, MeshConfig
@@ -136,11 +137,11 @@ def param_specs(abstract_params, mesh: Mesh, rules: dict = RULES) -> dict:
     def spec(var):
         axes = var.get_metadata().get("logical_axes")
         if axes is None:
-            raise ValueError(f"parameter of shape {var.value.shape} declares no logical_axes")
-        return logical_to_spec(tuple(axes), var.value.shape, mesh, rules)
+            raise ValueError(f"parameter of shape {var.get_value().shape} declares no logical_axes")
+        return logical_to_spec(tuple(axes), var.get_value().shape, mesh, rules)
 
-    return jax.tree.map(spec, abstract_params, is_leaf=lambda x: hasattr(x, "get_metadata")
-                        ).to_pure_dict()
+    return nnx.to_pure_dict(jax.tree.map(spec, abstract_params,
+                                         is_leaf=lambda x: hasattr(x, "get_metadata")))
 
 
 def named(mesh: Mesh, specs):

@@ -95,7 +95,7 @@ def setup_state(model_cfg: ModelConfig, seed: int, tx: optax.GradientTransformat
         module = BertForPreTraining(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed))
         _, params, rngs = nnx.split(module, nnx.Param, ...)
         # Pure dicts: `nnx.merge` then builds fresh variables inside each trace.
-        params, rngs = params.to_pure_dict(), rngs.to_pure_dict()
+        params, rngs = nnx.to_pure_dict(params), nnx.to_pure_dict(rngs)
         state = TrainState(params=params, opt_state=tx.init(params),
                            step=jnp.zeros((), jnp.int32),
                            rng=jax.random.key_data(jax.random.key(seed)),
@@ -197,7 +197,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
             (loss, sums, grads), _ = jax.lax.scan(
                 body, init, (jnp.arange(grad_accum_steps), micro))
 
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -28,3 +28,41 @@ def tiny_config() -> ModelConfig:
         hidden_dropout=0.1,
         attention_dropout=0.1,
     )
+
+
+def _synthetic_corpus(path, num_documents=48, seed=0):
+    """BERT-format text: documents of 6-14 sentences over a 120-word made-up vocabulary."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    syllables = ["ka", "lo", "mi", "ter", "an", "su", "ven", "ro", "di", "pa", "sho", "el"]
+    words = sorted({"".join(rng.choice(syllables, rng.integers(1, 4))) for _ in range(200)})
+    docs = []
+    for _ in range(num_documents):
+        sentences = [" ".join(rng.choice(words, rng.integers(4, 12))) + "."
+                     for _ in range(rng.integers(6, 15))]
+        docs.append("\n".join(sentences))
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_overrides(tmp_path_factory) -> list[str]:
+    """`key=value` overrides for a tiny, fast pretraining run on a synthetic corpus.
+
+    The data is prepared once per session (the same settings find it in `output_dir`);
+    each test adds its own `run_dir=`.
+    """
+    root = tmp_path_factory.mktemp("pretrain")
+    corpus = _synthetic_corpus(root / "corpus.txt")
+    return [
+        f"data.train_files=[{corpus}]", f"data.output_dir={root / 'prepared'}",
+        "data.vocab_size=160", "data.max_seq_length=32", "data.max_predictions_per_seq=5",
+        "data.dupe_factor=2", "data.eval_fraction=0.2", "data.num_workers=1",
+        "model.hidden_size=32", "model.num_layers=2", "model.num_heads=4",
+        "model.intermediate_size=64", "model.max_position_embeddings=32",
+        "train.batch_size=16", "train.steps=5", "train.warmup_steps=2",
+        "train.learning_rate=1e-3", "train.log_every=1", "train.eval_every=0",
+        "train.checkpoint_every=100", "train.progress_bar=false", "train.tensorboard=false",
+        "train.async_checkpoint=false",
+    ]

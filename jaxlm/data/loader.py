@@ -9,9 +9,12 @@
 
 Order. Epoch e is a permutation of the first M = N - N % B_global instances of a global
 shuffle (Grain's `index_shuffle` with seed + e); global batch b is stream positions
-[b * B_global, (b + 1) * B_global) and process p takes every `process_count`-th of them,
-so the global batches are the same whatever the number of processes, each process reads
-only its own records, and within an epoch every instance is seen at most once. Every
+[b * B_global, (b + 1) * B_global) and process p takes the p-th contiguous block of
+B_global / process_count of them. Grain hands process p every `process_count`-th sampler
+index, so the sampler maps those indices onto the blocks: concatenating the processes'
+batches in process order gives exactly the one-process batch, row for row (what
+`jax.make_array_from_process_local_data` builds), each process reads only its own
+records, and within an epoch every instance is seen at most once. Every
 batch is full (the remainder, fewer than B_global instances, is skipped each epoch, so
 all processes yield the same number of same-shaped batches; it differs between epochs).
 
@@ -67,8 +70,9 @@ class GlobalShuffleSampler:
     """Grain sampler: per-epoch global shuffle of whole global batches (see module doc)."""
 
     def __init__(self, num_records: int, global_batch: int, *, shuffle: bool, seed: int,
-                 num_epochs: int | None, with_rng: bool):
+                 num_epochs: int | None, with_rng: bool, process_count: int = 1):
         self._num_records, self._global_batch = num_records, global_batch
+        self._process_count = process_count
         self._epoch_length = num_records - num_records % global_batch
         self._shuffle, self._seed, self._num_epochs = shuffle, seed, num_epochs
         self._with_rng = with_rng
@@ -83,16 +87,27 @@ class GlobalShuffleSampler:
         if index < 0 or index >= len(self):
             raise IndexError(f"index {index} outside the sampler's {len(self)} positions")
         epoch, position = divmod(index, self._epoch_length)
+        position = self._row_position(position)
         key = self._order[epoch * self._num_records + position] if self._shuffle else position
         rng = None
         if self._with_rng:
-            rng = np.random.Generator(np.random.Philox(key=(self._seed << 64) + index))
+            stream_position = epoch * self._epoch_length + position
+            rng = np.random.Generator(np.random.Philox(key=(self._seed << 64) + stream_position))
         return grain.RecordMetadata(index=index, record_key=key, rng=rng)
+
+    def _row_position(self, position: int) -> int:
+        """Grain gives process p positions p, p + count, ... of each global batch; map the
+        k-th of them to row p * (B_global / count) + k of that batch."""
+        batch, i = divmod(position, self._global_batch)
+        process, row = i % self._process_count, i // self._process_count
+        return batch * self._global_batch + process * (self._global_batch //
+                                                       self._process_count) + row
 
     def __repr__(self) -> str:
         return (f"GlobalShuffleSampler(num_records={self._num_records}, "
                 f"global_batch={self._global_batch}, shuffle={self._shuffle}, "
-                f"seed={self._seed}, num_epochs={self._num_epochs}, with_rng={self._with_rng})")
+                f"seed={self._seed}, num_epochs={self._num_epochs}, with_rng={self._with_rng}, "
+                f"process_count={self._process_count})")
 
 
 class DynamicMasking(grain.transforms.RandomMap):
@@ -168,7 +183,8 @@ def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, s
         )
     dynamic = prepared.dynamic_masking and split == "train"
     sampler = GlobalShuffleSampler(len(source), batch_size, shuffle=shuffle, seed=seed,
-                                   num_epochs=num_epochs, with_rng=dynamic)
+                                   num_epochs=num_epochs, with_rng=dynamic,
+                                   process_count=process_count)
     operations = [DynamicMasking(prepared.masking_spec())] if dynamic else []
     operations.append(grain.transforms.Batch(batch_size // process_count, drop_remainder=True,
                                              batch_fn=stack_batch))

@@ -1,0 +1,193 @@
+"""The whole pretraining run: meshes agree, accumulation, exact resume, preemption, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxlm import pretrain
+from jaxlm.config import ConfigError, load
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(overrides, run_dir, *extra):
+    return pretrain.run(load(None, [*overrides, f"run_dir={run_dir}", *extra]))
+
+
+def _train_losses(run_dir) -> dict[int, float]:
+    lines = [json.loads(s) for s in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {d["step"]: d["loss"] for d in lines if "loss" in d}
+
+
+def _train_py(run_dir, overrides, *extra, env=None, **popen):
+    """Starts `python train.py` on 8 fake CPU devices."""
+    env = {**os.environ, **(env or {})}
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *overrides, f"run_dir={run_dir}", *extra],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _wait_for_step(run_dir, step, proc, timeout=180):
+    path = Path(run_dir) / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and max(_train_losses(run_dir), default=0) >= step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"train.py exited early:\n{proc.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no step {step} after {timeout}s")
+
+
+def test_meshes_agree(run_overrides, tmp_path):
+    """Data parallel, FSDP, tensor parallel and one device: the same first 5 losses."""
+    meshes = {
+        "one_device": ["mesh.data=1"],  # the first device only, see below
+        "data8": ["mesh.data=8"],
+        "fsdp8": ["mesh.data=1", "mesh.fsdp=8"],
+        "2x2x2": ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"],
+    }
+    losses = {}
+    for name, mesh in meshes.items():
+        run_dir = tmp_path / name
+        if name == "one_device":
+            env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+            proc = _train_py(run_dir, run_overrides, *mesh, env=env)
+            assert proc.wait(300) == 0, proc.stdout.read()
+        else:
+            _run(run_overrides, run_dir, *mesh)
+        losses[name] = [_train_losses(run_dir)[s] for s in range(1, 6)]
+    for name, values in losses.items():
+        np.testing.assert_allclose(values, losses["one_device"], atol=1e-5, err_msg=name)
+    assert losses["one_device"][-1] < losses["one_device"][0]
+
+
+def test_grad_accumulation_equals_big_batch(run_overrides, tmp_path):
+    no_dropout = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.batch_size=32",
+                  "train.steps=3"]
+    _run(run_overrides, tmp_path / "big", *no_dropout)
+    _run(run_overrides, tmp_path / "accum", *no_dropout, "train.grad_accum_steps=4")
+    big, accum = _train_losses(tmp_path / "big"), _train_losses(tmp_path / "accum")
+    np.testing.assert_allclose([accum[s] for s in (1, 2, 3)], [big[s] for s in (1, 2, 3)],
+                               atol=1e-5)
+
+
+def test_kill_and_rerun_resumes_bitwise(run_overrides, tmp_path):
+    """kill -9 between checkpoints, re-run the same command: the losses of an unbroken run."""
+    args = ["train.steps=12", "train.checkpoint_every=4"]
+    whole = _train_py(tmp_path / "whole", run_overrides, *args)
+    assert whole.wait(300) == 0, whole.stdout.read()
+
+    cut = _train_py(tmp_path / "cut", run_overrides, *args)
+    _wait_for_step(tmp_path / "cut", 6, cut)
+    cut.send_signal(signal.SIGKILL)
+    cut.wait()
+    assert (tmp_path / "cut" / "checkpoints" / "4").is_dir()
+    again = _train_py(tmp_path / "cut", run_overrides, *args)
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, out
+    assert "resuming at step" in out
+    assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "whole")
+
+
+def test_sigterm_saves_and_exits_cleanly(run_overrides, tmp_path):
+    proc = _train_py(tmp_path, run_overrides, "train.steps=100000")
+    _wait_for_step(tmp_path, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    last = max(_train_losses(tmp_path))
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved == [last], out
+
+
+def test_nonfinite_steps_stop_the_run_and_keep_the_checkpoint(run_overrides, tmp_path):
+    """A learning rate of 1e30 blows the weights up after the first update: every later
+    step is skipped, and after 3 in a row the run stops without writing a checkpoint."""
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(pretrain.NonFiniteError, match="3 consecutive steps"):
+        _run(run_overrides, tmp_path, "train.steps=20", "train.learning_rate=1e30",
+             "train.warmup_steps=0", "train.max_nonfinite_steps=3")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["skipped_steps"] == 3
+
+
+def test_bad_input_is_named_and_deletes_nothing(run_overrides, tmp_path):
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    checkpoint = tmp_path / "checkpoints" / "2"
+    files = sorted(checkpoint.rglob("*"))
+    with pytest.raises(ConfigError, match="holds a different model.*model.hidden_size: "
+                                          "saved 32, now 64"):
+        _run(run_overrides, tmp_path, "train.steps=4", "model.hidden_size=64")
+    with pytest.raises(ConfigError, match="not divisible by the data-parallel size"):
+        _run(run_overrides, tmp_path, "train.steps=4", "train.batch_size=12",
+             "mesh.data=8")
+    with pytest.raises(ConfigError, match="data=3 x fsdp=1 x tensor=1 = 3 devices, but 8"):
+        _run(run_overrides, tmp_path, "train.steps=4", "mesh.data=3")
+    with pytest.raises(ConfigError, match="train.stpes"):
+        _run(run_overrides, tmp_path, "train.stpes=4")
+    assert sorted(checkpoint.rglob("*")) == files
+
+
+def test_train_py_reports_errors_without_a_traceback(run_overrides, tmp_path):
+    proc = _train_py(tmp_path, run_overrides, "model.num_heads=5")
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1
+    assert "model.hidden_size: 32 is not divisible by model.num_heads=5" in out, out
+    assert "Traceback" not in out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _two_hosts(run_dir, overrides, *extra):
+    """Two `train.py` processes with 4 CPU devices each, joined by jax.distributed (gloo)."""
+    port = _free_port()
+    return [
+        _train_py(run_dir, overrides, "mesh.distributed=true", *extra, env={
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(i)})
+        for i in range(2)
+    ]
+
+
+def test_two_processes_train_checkpoint_and_resume_together(run_overrides, tmp_path):
+    """Each process reads its half of every batch; together they match one 8-device
+    process, and after a preemption (SIGTERM to both) they resume from the same step."""
+    args = ["train.steps=120", "train.checkpoint_every=1000"]
+    _run(run_overrides, tmp_path / "single", *args)
+
+    hosts = _two_hosts(tmp_path / "multi", run_overrides, *args)
+    _wait_for_step(tmp_path / "multi", 4, hosts[0])
+    for proc in hosts:
+        proc.send_signal(signal.SIGTERM)
+    for proc in hosts:
+        out = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 0, out
+    stopped = [int(p.name) for p in (tmp_path / "multi" / "checkpoints").iterdir()
+               if p.name.isdigit()]
+    assert len(stopped) == 1 and stopped[0] < 120
+
+    hosts = _two_hosts(tmp_path / "multi", run_overrides, *args)
+    outs = [proc.communicate(timeout=300)[0] for proc in hosts]
+    assert all(proc.returncode == 0 for proc in hosts), outs
+    assert f"resuming at step {stopped[0]}" in outs[0]
+    single, multi = _train_losses(tmp_path / "single"), _train_losses(tmp_path / "multi")
+    assert sorted(multi) == sorted(single) == list(range(1, 121))
+    np.testing.assert_allclose([multi[s] for s in single], list(single.values()), atol=1e-5)

@@ -1,0 +1,69 @@
+"""Mesh construction, the logical-axis rules and the batch assembly."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from jaxlm import sharding
+from jaxlm.bert import BertForPreTraining
+from jaxlm.config import ConfigError, MeshConfig
+
+
+def test_mesh_fills_the_minus_one_axis():
+    mesh = sharding.make_mesh(MeshConfig(data=-1, fsdp=2, tensor=2))
+    assert dict(mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert sharding.data_parallel_size(mesh) == 4
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (MeshConfig(data=3, fsdp=1, tensor=1), "= 3 devices, but 8 are available"),
+    (MeshConfig(data=-1, fsdp=3, tensor=1), "mesh.data=-1: the other axes .3 devices. do not"),
+])
+def test_mesh_that_does_not_fit_the_devices_is_an_error(cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        sharding.make_mesh(cfg)
+
+
+def test_rules_shard_embed_on_fsdp_and_heads_mlp_vocab_on_tensor(tiny_config):
+    mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    abstract = nnx.state(nnx.eval_shape(lambda: BertForPreTraining(tiny_config,
+                                                                     rngs=nnx.Rngs(0))),
+                         nnx.Param)
+    specs = sharding.param_specs(abstract, mesh)
+    layer = specs["bert"]["layers"][0]
+    # query kernel [D, N, H]: embed -> fsdp, heads -> tensor
+    assert layer["attention"]["query"]["kernel"] == P("fsdp", "tensor", None)
+    assert layer["attention"]["output"]["kernel"] == P("tensor", None, "fsdp")
+    assert layer["mlp"]["intermediate"]["kernel"] == P("fsdp", None)  # F=37 is odd: replicated
+    assert layer["attention_norm"]["scale"] == P("fsdp")
+    # V=99 does not split over tensor=2, D=32 does over fsdp=2
+    assert specs["bert"]["embeddings"]["word_embeddings"]["embedding"] == P(None, "fsdp")
+
+
+def test_logical_to_spec_uses_each_mesh_axis_once():
+    mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
+    assert sharding.logical_to_spec(("embed", "embed"), (8, 8), mesh) == P("fsdp", None)
+    assert sharding.logical_to_spec(("mlp", "heads"), (4, 4), mesh) == P("tensor", None)
+    with pytest.raises(ValueError, match="logical axis 'rows' has no rule"):
+        sharding.logical_to_spec(("rows",), (8,), mesh)
+
+
+def test_batch_size_must_split_over_data_parallel_devices():
+    mesh = sharding.make_mesh(MeshConfig(data=4, fsdp=2, tensor=1))
+    sharding.check_batch_size(32, 4, mesh)
+    with pytest.raises(ConfigError, match=r"train.batch_size: 32 \(/ train.grad_accum_steps=8 "
+                                          r"= 4 per micro-batch\) is not divisible by .* = 8"):
+        sharding.check_batch_size(32, 8, mesh)
+
+
+def test_global_batch_is_sharded_over_data_and_fsdp():
+    mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    local = {"input_ids": np.arange(8 * 3, dtype=np.int32).reshape(8, 3)}
+    batch = sharding.global_batch(local, mesh)
+    np.testing.assert_array_equal(np.asarray(batch["input_ids"]), local["input_ids"])
+    assert batch["input_ids"].sharding.spec == P(("data", "fsdp"))
+    rows = {tuple(np.asarray(s.data)[:, 0]) for s in batch["input_ids"].addressable_shards}
+    assert rows == {(0, 3), (6, 9), (12, 15), (18, 21)}  # 4 row blocks, each on 2 devices
+    assert jax.device_count() == 8
