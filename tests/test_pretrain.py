@@ -167,6 +167,7 @@ def _two_hosts(run_dir, overrides, *extra):
     ]
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores: three runs, two of them with two processes
 def test_two_processes_train_checkpoint_and_resume_together(run_overrides, tmp_path):
     """Each process reads its half of every batch; together they match one 8-device
     process, and after a preemption (SIGTERM to both) they resume from the same step."""
