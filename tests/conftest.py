@@ -61,6 +61,7 @@ def run_overrides(tmp_path_factory) -> list[str]:
         "data.dupe_factor=2", "data.eval_fraction=0.2", "data.num_workers=1",
         "model.hidden_size=32", "model.num_layers=2", "model.num_heads=4",
         "model.intermediate_size=64", "model.max_position_embeddings=32",
+        "model.hidden_dropout=0.1", "model.attention_dropout=0.1",
         "train.batch_size=16", "train.steps=5", "train.warmup_steps=2",
         "train.learning_rate=1e-3", "train.log_every=1", "train.eval_every=0",
         "train.checkpoint_every=100", "train.progress_bar=false", "train.tensorboard=false",

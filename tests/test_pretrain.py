@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(overrides, run_dir, *extra):
-    return pretrain.run(load(None, [*overrides, f"run_dir={run_dir}", *extra]))
+    """A run in this process, from the same config file `train.py` starts from."""
+    return pretrain.run(load(pretrain.DEFAULT_CONFIG, [*overrides, f"run_dir={run_dir}", *extra]))
 
 
 def _train_losses(run_dir) -> dict[int, float]:
