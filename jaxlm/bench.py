@@ -194,7 +194,7 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
     if seq_len > cfg.max_position_embeddings:
         raise ValueError(f"--seq-len {seq_len} exceeds model.max_position_embeddings="
                          f"{cfg.max_position_embeddings}")
-    P = max(1, round(0.15 * seq_len))
+    P = max(1, round(20 * seq_len / 128))  # BERT's max predictions: 20 at T=128, 80 at 512
     batch = synthetic_batch(cfg, batch_size, seq_len, P)
     arrays = full_vocab(batch) if full_vocab_logits else batch.arrays
     predictions = seq_len if full_vocab_logits else P
