@@ -193,3 +193,11 @@ def test_two_processes_train_checkpoint_and_resume_together(run_overrides, tmp_p
     single, multi = _train_losses(tmp_path / "single"), _train_losses(tmp_path / "multi")
     assert sorted(multi) == sorted(single) == list(range(1, 121))
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), atol=1e-5)
+
+
+def test_bfloat16_compute_trains_close_to_float32(run_overrides, tmp_path):
+    _run(run_overrides, tmp_path / "f32", "train.steps=3")
+    _run(run_overrides, tmp_path / "bf16", "train.steps=3", "model.dtype=bfloat16")
+    f32, bf16 = _train_losses(tmp_path / "f32"), _train_losses(tmp_path / "bf16")
+    np.testing.assert_allclose([bf16[s] for s in (1, 2, 3)], [f32[s] for s in (1, 2, 3)],
+                               rtol=2e-2)
