@@ -29,7 +29,7 @@ import time
 import jax
 import numpy as np
 
-from jaxlm import metrics, optim, sharding, trainer
+from jaxlm import hf, metrics, optim, sharding, trainer
 from jaxlm.config import MeshConfig, ModelConfig, TrainConfig, load
 
 
@@ -111,13 +111,7 @@ def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
 def _hf_config(cfg: ModelConfig):
     import transformers
 
-    return transformers.BertConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size, hidden_act="gelu",
-        hidden_dropout_prob=cfg.hidden_dropout, attention_probs_dropout_prob=cfg.attention_dropout,
-        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-        layer_norm_eps=cfg.layer_norm_eps, initializer_range=cfg.initializer_range)
+    return transformers.BertConfig(**hf.config_to_hf(cfg))
 
 
 def time_torch(cfg: ModelConfig, batch: Batch, steps: int) -> dict:
