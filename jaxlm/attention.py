@@ -7,6 +7,7 @@ Masks are boolean arrays where True means "may attend"; they broadcast against
 from __future__ import annotations
 
 import math
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,23 @@ def padding_mask(attention_mask_BS: jax.Array) -> jax.Array:
 def causal_mask(T: int) -> jax.Array:
     """[1, 1, T, T] bool: position t attends to positions <= t (Vaswani et al. 3.2.3)."""
     return jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]
+
+
+class KVCache(typing.NamedTuple):
+    """Keys and values of S positions, already projected into heads.
+
+    Self-attention decoding keeps a fixed-size one per layer and writes each new token's
+    keys/values into it; cross-attention computes one from the encoder output once.
+    """
+
+    k_BSNH: jax.Array
+    v_BSNH: jax.Array
+
+    def write(self, new: KVCache, index: jax.Array) -> KVCache:
+        """This cache with `new`'s T positions stored at [index, index + T)."""
+        def put(buf, x):
+            return jax.lax.dynamic_update_slice_in_dim(buf, x.astype(buf.dtype), index, axis=1)
+        return KVCache(put(self.k_BSNH, new.k_BSNH), put(self.v_BSNH, new.v_BSNH))
 
 
 def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
@@ -64,9 +82,25 @@ class MultiHeadAttention(nnx.Module):
 
     def __call__(self, x_BTD: jax.Array, mask: jax.Array,
                  context_BSD: jax.Array | None = None) -> jax.Array:
-        context_BSD = x_BTD if context_BSD is None else context_BSD
-        q_BTNH = self.query(x_BTD)
-        k_BSNH = self.key(context_BSD)
-        v_BSNH = self.value(context_BSD)
-        out_BTNH = dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask, self.dropout)
+        kv = self.key_values(x_BTD if context_BSD is None else context_BSD)
+        return self.attend(x_BTD, mask, kv)
+
+    def key_values(self, context_BSD: jax.Array) -> KVCache:
+        """The keys and values the queries will read: [B, S, D] -> two [B, S, N, H]."""
+        return KVCache(self.key(context_BSD), self.value(context_BSD))
+
+    def attend(self, x_BTD: jax.Array, mask: jax.Array, kv: KVCache) -> jax.Array:
+        """Queries from `x_BTD` attend over `kv`; `mask` broadcasts to [B, N, T, S]."""
+        out_BTNH = dot_product_attention(self.query(x_BTD), kv.k_BSNH, kv.v_BSNH, mask,
+                                         self.dropout)
         return self.output(out_BTNH)
+
+    def decode(self, x_BTD: jax.Array, mask: jax.Array, cache: KVCache,
+               index: jax.Array) -> tuple[jax.Array, KVCache]:
+        """Self-attention for T new tokens at cache slots [index, index + T).
+
+        Their keys/values are written into `cache` first, so they attend to everything
+        before them plus themselves; `mask` ([B, 1, T, S]) says which slots they may read.
+        """
+        cache = cache.write(self.key_values(x_BTD), index)
+        return self.attend(x_BTD, mask, cache), cache

@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots")
+MODEL_KINDS = ("bert", "gpt")
+ACTIVATIONS = ("gelu", "gelu_tanh")
 SCHEDULES = ("linear", "cosine")
 
 
@@ -29,7 +31,7 @@ SCHEDULES = ("linear", "cosine")
 class ModelConfig:
     """Shape and numerics of the network. Defaults are BERT-base (BERT paper, 3)."""
 
-    kind: str = "bert"  # architecture: "bert" (encoder with MLM + NSP heads)
+    kind: str = "bert"  # "bert" (encoder, MLM + NSP heads) or "gpt" (causal decoder LM)
     vocab_size: int = 30522  # V; a trained tokenizer overrides it
     hidden_size: int = 768  # D
     num_layers: int = 12  # L
@@ -39,15 +41,19 @@ class ModelConfig:
     type_vocab_size: int = 2  # segments A and B
     hidden_dropout: float = 0.1  # dropout after embeddings, attention output and MLP
     attention_dropout: float = 0.1  # dropout on the attention probabilities
-    layer_norm_eps: float = 1e-12  # BERT's epsilon
+    layer_norm_eps: float = 1e-12  # BERT's epsilon (GPT-2: 1e-5)
+    activation: str = "gelu"  # MLP nonlinearity: "gelu" (erf, BERT) or "gelu_tanh" (GPT-2)
     initializer_range: float = 0.02  # stddev of the truncated-normal weight init
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay param_dtype)
     param_dtype: str = "float32"  # storage dtype of the parameters
     remat: str = "none"  # recompute activations in backward: "none", "full", "dots" (keep matmuls)
 
     def __post_init__(self):
-        if self.kind != "bert":
-            raise ConfigError(f"model.kind: unknown model kind {self.kind!r}; expected 'bert'")
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"model.kind: {self.kind!r} is not one of {MODEL_KINDS}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation: {self.activation!r} is not one of "
+                              f"{ACTIVATIONS}")
         for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                     "max_position_embeddings", "type_vocab_size"):
             if getattr(self, key) <= 0:

@@ -137,11 +137,10 @@ def config_to_hf(config: ModelConfig) -> dict:
             "pad_token_id": 0, "tie_word_embeddings": True, **fields}
 
 
-def read_weights(directory: Path) -> dict[str, np.ndarray]:
-    """All arrays of a Hugging Face checkpoint directory, with canonical BertForPreTraining names.
+def load_arrays(directory: Path) -> dict[str, np.ndarray]:
+    """Every array of a Hugging Face checkpoint directory, float32, under its stored name.
 
-    Accepts `model.safetensors` (numpy only) or `pytorch_model.bin` (needs torch); a
-    bare `BertModel` (no `bert.` prefix) and TF-era `gamma`/`beta` names.
+    Reads `model.safetensors` (numpy only) or `pytorch_model.bin` (needs torch).
     """
     if (directory / "model.safetensors").is_file():
         weights = load_file(directory / "model.safetensors")
@@ -160,6 +159,15 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"{directory}: no model.safetensors or pytorch_model.bin found"
         )
+    return {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+
+
+def read_weights(directory: Path) -> dict[str, np.ndarray]:
+    """All arrays of a Hugging Face BERT checkpoint, with canonical BertForPreTraining names.
+
+    Accepts a bare `BertModel` (no `bert.` prefix) and TF-era `gamma`/`beta` names.
+    """
+    weights = load_arrays(directory)
     bare = not any(k.startswith("bert.") for k in weights)
     renamed = {}
     for name, array in weights.items():
@@ -167,7 +175,7 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
         name = name.replace("LayerNorm.beta", "LayerNorm.bias")
         if bare and not name.startswith("cls."):
             name = "bert." + name
-        renamed[name] = np.asarray(array, dtype=np.float32)
+        renamed[name] = array
     return renamed
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxlm.attention import MultiHeadAttention
+from jaxlm.attention import KVCache, MultiHeadAttention
 from jaxlm.config import ModelConfig
 from jaxlm.layers import LayerNorm, Linear
 
@@ -26,7 +26,8 @@ def rematerialized(block_call, policy: str):
 class FeedForward(nnx.Module):
     """Position-wise MLP: D -> F -> D with GELU (Vaswani et al. 3.3; BERT uses GELU, 3.1).
 
-    GELU is the exact erf form, as in the original BERT, not the tanh approximation.
+    GELU is the exact erf form of BERT, or GPT-2's tanh approximation when
+    `config.activation` is "gelu_tanh".
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -35,9 +36,10 @@ class FeedForward(nnx.Module):
                   param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.intermediate = Linear("BTD,DF->BTF", (D, F), ("embed", "mlp"), **kw)
         self.output = Linear("BTF,FD->BTD", (F, D), ("mlp", "embed"), **kw)
+        self.approximate = config.activation == "gelu_tanh"
 
     def __call__(self, x_BTD: jax.Array) -> jax.Array:
-        h_BTF = jax.nn.gelu(self.intermediate(x_BTD), approximate=False)
+        h_BTF = jax.nn.gelu(self.intermediate(x_BTD), approximate=self.approximate)
         return self.output(h_BTF)
 
 
@@ -63,3 +65,57 @@ class EncoderBlock(nnx.Module):
         with jax.named_scope("mlp"):
             x_BTD = self.mlp_norm(x_BTD + self.dropout(self.mlp(x_BTD)))
         return x_BTD
+
+
+class DecoderBlock(nnx.Module):
+    """Pre-LN decoder layer as in GPT-2 (Radford et al. 2019, 2.3):
+
+        x = x + Drop(SelfAttn(LN(x)))            masked: a position sees only its past
+        x = x + Drop(CrossAttn(LN(x), memory))   encoder-decoder only (Vaswani et al. 3.1)
+        x = x + Drop(MLP(LN(x)))
+
+    Normalizing the input of each sublayer instead of the residual sum keeps gradients
+    well scaled at initialization (Xiong et al. 2020), so no long warmup is needed.
+    """
+
+    def __init__(self, config: ModelConfig, *, cross_attention: bool = False,
+                 rngs: nnx.Rngs):
+        norm = dict(eps=config.layer_norm_eps, dtype=jnp.dtype(config.dtype),
+                    param_dtype=jnp.dtype(config.param_dtype))
+        self.attention_norm = LayerNorm(config.hidden_size, **norm)
+        self.attention = MultiHeadAttention(config, rngs=rngs)
+        if cross_attention:
+            self.cross_attention_norm = LayerNorm(config.hidden_size, **norm)
+            self.cross_attention = MultiHeadAttention(config, rngs=rngs)
+        self.mlp_norm = LayerNorm(config.hidden_size, **norm)
+        self.mlp = FeedForward(config, rngs=rngs)
+        self.dropout = nnx.Dropout(config.hidden_dropout, rngs=rngs)
+
+    def __call__(self, x_BTD: jax.Array, mask_BTS: jax.Array, memory: KVCache | None = None,
+                 memory_mask_B11S: jax.Array | None = None) -> jax.Array:
+        """`mask_BTS` ([B or 1, 1, T, T]) is causal (and padding); `memory` holds the encoder
+        output's keys/values for cross-attention (`cross_attention_memory`)."""
+        with jax.named_scope("attention"):
+            x_BTD = x_BTD + self.dropout(self.attention(self.attention_norm(x_BTD), mask_BTS))
+        return self._cross_attention_and_mlp(x_BTD, memory, memory_mask_B11S)
+
+    def decode(self, x_BTD: jax.Array, mask_BTS: jax.Array, cache: KVCache, index: jax.Array,
+               memory: KVCache | None = None, memory_mask_B11S: jax.Array | None = None
+               ) -> tuple[jax.Array, KVCache]:
+        """`__call__` for T new tokens whose self-attention reads and extends `cache`."""
+        h_BTD, cache = self.attention.decode(self.attention_norm(x_BTD), mask_BTS, cache, index)
+        x_BTD = x_BTD + self.dropout(h_BTD)
+        return self._cross_attention_and_mlp(x_BTD, memory, memory_mask_B11S), cache
+
+    def cross_attention_memory(self, memory_BSD: jax.Array) -> KVCache:
+        """Keys/values of the encoder output: computed once, read at every decoding step."""
+        return self.cross_attention.key_values(memory_BSD)
+
+    def _cross_attention_and_mlp(self, x_BTD, memory, memory_mask_B11S):
+        if memory is not None:
+            with jax.named_scope("cross_attention"):
+                h_BTD = self.cross_attention.attend(self.cross_attention_norm(x_BTD),
+                                                    memory_mask_B11S, memory)
+                x_BTD = x_BTD + self.dropout(h_BTD)
+        with jax.named_scope("mlp"):
+            return x_BTD + self.dropout(self.mlp(self.mlp_norm(x_BTD)))
