@@ -10,7 +10,7 @@ step (`jaxlm.trainer.make_train_step`) and, when installed, Hugging Face's PyTor
 `BertForPreTraining` (with torch's AdamW) and Flax `FlaxBertForPreTraining` (transformers < 5,
 with an optax step under `jax.jit`). A missing reference is skipped with a note.
 
-FLOPs are the model's matmul FLOPs as configured (`metrics.bert_train_flops`: forward
+FLOPs are the model's matmul FLOPs as configured (`tasks.bert_train_flops`: forward
 x 3 for forward + backward), for jaxlm with the MLM head on the P gathered positions, and
 with `--full-vocab` on all T positions as Hugging Face computes it. MFU divides FLOP/s by
 the float32 matmul peak measured in the same process (`metrics.measure_cpu_peak`) on a
@@ -29,7 +29,7 @@ import time
 import jax
 import numpy as np
 
-from jaxlm import hf, metrics, optim, sharding, trainer
+from jaxlm import hf, metrics, optim, sharding, tasks, trainer
 from jaxlm.config import MeshConfig, ModelConfig, TrainConfig, load
 
 
@@ -192,7 +192,7 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
     batch = synthetic_batch(cfg, batch_size, seq_len, P)
     arrays = full_vocab(batch) if full_vocab_logits else batch.arrays
     predictions = seq_len if full_vocab_logits else P
-    flops = metrics.bert_train_flops(cfg, batch_size, seq_len, predictions)
+    flops = tasks.bert_train_flops(cfg, batch_size, seq_len, predictions)
     on_cpu = jax.devices()[0].platform == "cpu"  # fake CPU devices share one host's cores
     peak = metrics.measure_cpu_peak() if on_cpu else metrics.peak_flops() / jax.device_count()
     tokens = batch_size * seq_len

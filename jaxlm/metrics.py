@@ -1,22 +1,23 @@
 """Training telemetry: a progress bar, `metrics.jsonl`, TensorBoard, tokens/s and MFU.
 
 `run_dir/metrics.jsonl` holds one JSON object per line. Train lines (every `log_every`
-steps) have exactly
+steps) have exactly, for BERT (objectives mlm and nsp; GPT has the one objective lm)
 
     step loss mlm_loss nsp_loss mlm_accuracy nsp_accuracy learning_rate grad_norm
     tokens_per_s mfu skipped_steps
 
 where the losses and accuracies are averaged over the steps since the previous line, and
 eval lines have `step`, `eval_loss`, `eval_mlm_loss`, `eval_nsp_loss`,
-`eval_mlm_accuracy`, `eval_nsp_accuracy` and `eval_perplexity` (exp of the MLM loss).
+`eval_mlm_accuracy`, `eval_nsp_accuracy` and `eval_perplexity` (exp of the MLM loss;
+for GPT `eval_lm_loss`, `eval_lm_accuracy` and the perplexity of the next token).
 
 MFU (model FLOPs utilization, PaLM appendix B) = the model's FLOPs per second / the
 hardware's peak. Model FLOPs count the matmuls only, forward plus backward = 3 x forward,
-as `bert_train_flops` derives. The peak comes from `PEAK_FLOPS` (datasheet dense bf16 per
-chip) for GPUs/TPUs; a CPU has no datasheet number that XLA can reach, so its peak is
-measured once at start-up: the best float32 FLOP/s of a 1024x1024 matmul on this host
-(`measure_cpu_peak`). All local CPU "devices" share the host's cores, so the peak is per
-host, not per device.
+as `tasks.bert_train_flops` and `tasks.gpt_train_flops` derive. The peak comes from
+`PEAK_FLOPS` (datasheet dense bf16 per chip) for GPUs/TPUs; a CPU has no datasheet
+number that XLA can reach, so its peak is measured once at start-up: the best float32
+FLOP/s of a 1024x1024 matmul on this host (`measure_cpu_peak`). All local CPU "devices"
+share the host's cores, so the peak is per host, not per device.
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm.config import ModelConfig
-
-TRAIN_KEYS = ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
-              "grad_norm")
 # Dense bf16 peak FLOP/s per device from vendor datasheets, by `device.device_kind` prefix.
 PEAK_FLOPS = {
     "NVIDIA H200": 989e12,
@@ -45,21 +42,6 @@ PEAK_FLOPS = {
     "TPU v5e": 197e12,
     "TPU v4": 275e12,
 }
-
-
-def bert_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int) -> float:
-    """Matmul FLOPs of one training step of BertForPreTraining (forward + backward).
-
-    Per token and layer: Q, K, V, output projections 4*2*D*D, MLP 2*2*D*F, attention scores
-    and mix 2*2*T*D. Per masked position: transform 2*D*D and tied output 2*D*V. Per
-    sequence: pooler 2*D*D and NSP 2*D*2. Backward is twice the forward (Kaplan et al. 2020).
-    """
-    D, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
-    per_token = L * (8 * D * D + 4 * D * F + 4 * length * D)
-    per_prediction = 2 * D * D + 2 * D * V
-    per_sequence = 2 * D * D + 4 * D
-    forward = batch * (length * per_token + predictions * per_prediction + per_sequence)
-    return 3.0 * forward
 
 
 def measure_cpu_peak(size: int = 1024, repeats: int = 5) -> float:
@@ -96,12 +78,14 @@ class MetricsLogger:
       total_steps: the run's last step, for the progress bar's ETA.
       tokens_per_step: sequence positions processed per step (batch x length).
       flops_per_step, peak: for MFU.
+      keys: the step metrics averaged into each line (`tasks.train_metric_keys`).
     """
 
     def __init__(self, run_dir: str | Path, start_step: int, total_steps: int,
                  tokens_per_step: int, flops_per_step: float, peak: float,
-                 tensorboard: bool = True, progress_bar: bool = True):
+                 keys: tuple[str, ...], tensorboard: bool = True, progress_bar: bool = True):
         self.active = jax.process_index() == 0
+        self.keys = keys
         self.tokens_per_step, self.flops_per_step, self.peak = (
             tokens_per_step, flops_per_step, peak)
         self.pending: list[tuple[int, dict]] = []
@@ -141,7 +125,7 @@ class MetricsLogger:
         self.pending = []
         now = time.perf_counter()
         line = {"step": step}
-        for key in TRAIN_KEYS:
+        for key in self.keys:
             line[key] = float(np.mean([m[key] for m in fetched]))
         line["learning_rate"] = float(fetched[-1]["learning_rate"])
         line["skipped_steps"] = int(fetched[-1]["skipped_steps"])

@@ -14,12 +14,18 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a run directory?")
     lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
     train = [d for d in lines if "loss" in d]
-    evals = [d for d in lines if "eval_mlm_accuracy" in d]
+    evals = [d for d in lines if "eval_loss" in d]
     return train, evals
 
 
+def objectives(train: list[dict]) -> list[str]:
+    """The run's objectives, from its train lines: ["mlm", "nsp"] for BERT, ["lm"] for GPT."""
+    keys = train[0] if train else {}
+    return [k.removesuffix("_accuracy") for k in keys if k.endswith("_accuracy")]
+
+
 def plot_run(run_dir: str | Path) -> Path:
-    """Draws train/eval loss (left) and MLM/NSP accuracy (right) against step."""
+    """Draws train/eval loss (left) and each objective's accuracy (right) against step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,14 +39,19 @@ def plot_run(run_dir: str | Path) -> Path:
         if points:
             ax.plot(*zip(*points, strict=True), label=label, **kw)
 
-    curve(ax_loss, train, "loss", "train loss (MLM + NSP)")
-    curve(ax_loss, train, "mlm_loss", "train MLM loss", alpha=0.6)
-    curve(ax_loss, evals, "eval_loss", "eval loss (MLM + NSP)", marker="o")
-    curve(ax_loss, evals, "eval_mlm_loss", "eval MLM loss", marker="o")
-    curve(ax_acc, train, "mlm_accuracy", "train MLM accuracy")
-    curve(ax_acc, train, "nsp_accuracy", "train NSP accuracy", alpha=0.6)
-    curve(ax_acc, evals, "eval_mlm_accuracy", "eval MLM accuracy", marker="o")
-    curve(ax_acc, evals, "eval_nsp_accuracy", "eval NSP accuracy", marker="o")
+    names = objectives(train)
+    total = " + ".join(n.upper() for n in names)
+    curve(ax_loss, train, "loss", f"train loss ({total})")
+    curve(ax_loss, evals, "eval_loss", f"eval loss ({total})", marker="o")
+    if len(names) > 1:
+        curve(ax_loss, train, f"{names[0]}_loss", f"train {names[0].upper()} loss", alpha=0.6)
+        curve(ax_loss, evals, f"eval_{names[0]}_loss", f"eval {names[0].upper()} loss",
+              marker="o")
+    for i, name in enumerate(names):
+        curve(ax_acc, train, f"{name}_accuracy", f"train {name.upper()} accuracy",
+              alpha=1.0 if i == 0 else 0.6)
+        curve(ax_acc, evals, f"eval_{name}_accuracy", f"eval {name.upper()} accuracy",
+              marker="o")
     ax_loss.set(xlabel="step", ylabel="cross entropy (nats)", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):

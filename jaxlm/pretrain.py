@@ -1,7 +1,7 @@
 """The pretraining run behind `python train.py`: data, mesh, state, loop, checkpoints, metrics.
 
 One function, `run(cfg)`, does the whole job the same way on one CPU, a GPU box or a
-multi-host TPU slice:
+multi-host TPU slice, for BERT (MLM + NSP) or GPT (next token), by `model.kind`:
 
 1. prepare the data (tokenizer + instances, cached) and size the vocabulary from it;
 2. build the mesh, the train state's shardings and the jitted steps (`jaxlm.trainer`);
@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxlm import data, metrics, optim, plot, sharding, trainer
+from jaxlm import data, metrics, optim, plot, sharding, tasks, trainer
 from jaxlm.checkpoint import Checkpointer
 from jaxlm.config import Config, ConfigError, load, to_dict
 
@@ -71,11 +71,12 @@ class StopRequest:
 def prepare_data(cfg: Config) -> data.Prepared:
     """Process 0 builds the data first; the others then find it (or build their own copy
     when hosts share no filesystem)."""
+    objective = tasks.TASKS[cfg.model.kind].data
     if jax.process_index() == 0:
-        prepared = data.prepare(cfg.data, seed=cfg.train.seed)
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed, objective=objective)
     multihost_utils.sync_global_devices("jaxlm_data_prepared")
     if jax.process_index() != 0:
-        prepared = data.prepare(cfg.data, seed=cfg.train.seed)
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed, objective=objective)
     return prepared
 
 
@@ -93,8 +94,9 @@ def resolve_model(cfg: Config, prepared: data.Prepared) -> Config:
     return dataclasses.replace(cfg, model=model)
 
 
-def evaluate(eval_step, params, rngs, prepared: data.Prepared, cfg: Config, mesh) -> dict:
-    """MLM/NSP accuracy and perplexity on (the first `eval_steps` batches of) the held-out
+def evaluate(eval_step, task: tasks.Task, params, rngs, prepared: data.Prepared, cfg: Config,
+             mesh) -> dict:
+    """Loss, accuracy and perplexity on (the first `eval_steps` batches of) the held-out
     split, read in stored order so every evaluation sees the same examples."""
     loader = data.make_loader(prepared, "eval", cfg.train.batch_size, seed=cfg.train.seed,
                               shuffle=False, num_epochs=1)
@@ -104,7 +106,7 @@ def evaluate(eval_step, params, rngs, prepared: data.Prepared, cfg: Config, mesh
             break
         sums = jax.device_get(eval_step(params, rngs, sharding.global_batch(local, mesh)))
         totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-    return trainer.eval_metrics(totals)
+    return tasks.eval_metrics(task, totals)
 
 
 def run(cfg: Config) -> dict:
@@ -148,11 +150,12 @@ def run(cfg: Config) -> dict:
         log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
                  checkpoints.directory)
     T, P = prepared.max_seq_length, prepared.max_predictions
+    task = setup.model.task
     logger = metrics.MetricsLogger(
         run_dir, start, cfg.train.steps, tokens_per_step=cfg.train.batch_size * T,
-        flops_per_step=metrics.bert_train_flops(cfg.model, cfg.train.batch_size, T, P),
-        peak=metrics.peak_flops(), tensorboard=cfg.train.tensorboard,
-        progress_bar=cfg.train.progress_bar)
+        flops_per_step=task.flops(cfg.model, cfg.train.batch_size, T, P),
+        peak=metrics.peak_flops(), keys=tasks.train_metric_keys(task),
+        tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar)
     summary: dict = {}
     config_dict = to_dict(cfg)
     try:
@@ -177,8 +180,8 @@ def run(cfg: Config) -> dict:
                             f"Lower train.learning_rate or use model.dtype=float32.")
                 eval_line = None
                 if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or last):
-                    eval_line = evaluate(eval_step, state.params, setup.rngs, prepared, cfg,
-                                         mesh)
+                    eval_line = evaluate(eval_step, task, state.params, setup.rngs, prepared,
+                                         cfg, mesh)
                     summary["eval"] = eval_line
                     logger.write_eval(step, eval_line)
                 stopping = stop.requested()
@@ -201,7 +204,8 @@ def run(cfg: Config) -> dict:
 
 def parse_args(argv: list[str]) -> Config:
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Pretrain BERT (masked LM + next sentence prediction).",
+        prog="train.py", description="Pretrain BERT (masked LM + next sentence prediction) "
+                                     "or GPT (next token, model.kind=gpt).",
         epilog="Example: python train.py --config configs/bert_mini.yaml train.steps=2000 "
                "mesh.data=-1 mesh.tensor=2")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if jax.process_index() == 0:
         final = {**summary.get("train", {}), **summary.get("eval", {})}
-        shown = ("step", "loss", "eval_mlm_accuracy", "eval_nsp_accuracy", "eval_perplexity")
+        shown = ("step", "loss", *(k for k in final if k.startswith("eval_")
+                                   and k.endswith("_accuracy")), "eval_perplexity")
         print("done: " + " ".join(f"{k}={final[k]:.4g}" for k in shown if k in final)
               + f" wall={summary['wall_s']:.0f}s" + (f" plot={summary['plot']}"
                                                      if "plot" in summary else ""))

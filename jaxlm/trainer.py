@@ -1,4 +1,4 @@
-"""The train state and the jitted train and eval steps for BERT pretraining.
+"""The train state and the jitted train and eval steps, for every model kind.
 
 The state is a plain pytree (`TrainState`) so that `jax.jit` sees a pure function of it:
 the Flax module graph is split once (`nnx.split`) into a static `graphdef`, the float32
@@ -18,12 +18,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxlm import losses, sharding
-from jaxlm.bert import BertForPreTraining
+from jaxlm import sharding
 from jaxlm.config import ModelConfig
-
-BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions",
-              "masked_ids", "masked_weights", "next_sentence_label")
+from jaxlm.tasks import TASKS, Task
 
 
 @jax.tree_util.register_dataclass
@@ -43,15 +40,17 @@ class TrainState:
 class Model:
     """The static half of the split module plus what the steps need to rebuild it."""
 
-    graphdef: typing.Any  # nnx.GraphDef of BertForPreTraining
+    graphdef: typing.Any  # nnx.GraphDef of the task's module
     abstract_params: typing.Any  # nnx.State of ShapeDtypeStructs with logical_axes metadata
+    task: Task  # what the model kind computes and how its loss is made
 
 
 def abstract_model(model_cfg: ModelConfig) -> Model:
     """Shapes, logical axes and the graph of the model, without allocating any parameter."""
-    module = nnx.eval_shape(lambda: BertForPreTraining(model_cfg, rngs=nnx.Rngs(0)))
+    task = TASKS[model_cfg.kind]
+    module = nnx.eval_shape(lambda: task.build(model_cfg, nnx.Rngs(0)))
     graphdef, abstract_params, _ = nnx.split(module, nnx.Param, ...)
-    return Model(graphdef, abstract_params)
+    return Model(graphdef, abstract_params, task)
 
 
 def state_shardings(model: Model, abstract_state: TrainState, mesh: Mesh) -> TrainState:
@@ -92,7 +91,7 @@ def setup_state(model_cfg: ModelConfig, seed: int, tx: optax.GradientTransformat
     model = abstract_model(model_cfg)
 
     def init():
-        module = BertForPreTraining(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed))
+        module = model.task.build(model_cfg, nnx.Rngs(params=seed, dropout=seed))
         _, params, rngs = nnx.split(module, nnx.Param, ...)
         # Pure dicts: `nnx.merge` then builds fresh variables inside each trace.
         params, rngs = nnx.to_pure_dict(params), nnx.to_pure_dict(rngs)
@@ -113,28 +112,7 @@ def setup_state(model_cfg: ModelConfig, seed: int, tx: optax.GradientTransformat
     return StateSetup(model, shardings, abstract, rngs, init_state)
 
 
-def forward_sums(module: BertForPreTraining, batch: dict) -> dict:
-    """Summed (not averaged) losses and hit counts of one batch, float32.
-
-    Sums let micro-batches add up to exactly the big batch's numbers.
-    """
-    mlm_logits_BPV, nsp_logits_B2 = module(batch["input_ids"], batch["token_type_ids"],
-                                           batch["attention_mask"], batch["masked_positions"])
-    w_BP = batch["masked_weights"].astype(jnp.float32)
-    labels_BP, nsp_B = batch["masked_ids"], batch["next_sentence_label"]
-    mlm_xent_BP = losses.cross_entropy(mlm_logits_BPV, labels_BP)
-    nsp_xent_B = losses.cross_entropy(nsp_logits_B2[:, None], nsp_B[:, None])[:, 0]
-    return {
-        "mlm_loss": jnp.sum(mlm_xent_BP * w_BP),
-        "nsp_loss": jnp.sum(nsp_xent_B),
-        "mlm_correct": jnp.sum((jnp.argmax(mlm_logits_BPV, -1) == labels_BP) * w_BP),
-        "nsp_correct": jnp.sum(jnp.argmax(nsp_logits_B2, -1) == nsp_B).astype(jnp.float32),
-        "mlm_count": jnp.sum(w_BP),
-        "nsp_count": jnp.asarray(nsp_B.shape[0], jnp.float32),
-    }
-
-
-def _merge(model: Model, params: dict, rngs) -> BertForPreTraining:
+def _merge(model: Model, params: dict, rngs) -> nnx.Module:
     return nnx.merge(model.graphdef, params, rngs)
 
 
@@ -158,39 +136,39 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
                     grad_accum_steps: int = 1):
     """Builds `step(state, rngs, batch) -> (state, metrics)`, jitted with the state donated.
 
-    The loss is BERT's: masked-LM cross entropy averaged over the real predictions plus
-    next-sentence cross entropy averaged over sequences (BERT 3.1). With accumulation the
-    batch is cut into `grad_accum_steps` micro-batches whose gradients are summed, each
-    normalized by the whole batch's counts, so the update equals one big batch's.
+    The loss is the task's: each objective's summed loss over the whole batch's count of
+    its predictions, added up (for BERT: masked-LM cross entropy per real prediction plus
+    next-sentence cross entropy per sequence, BERT 3.1). With accumulation the batch is cut
+    into `grad_accum_steps` micro-batches whose gradients are summed, each normalized by the
+    whole batch's counts, so the update equals one big batch's.
     """
     rep = sharding.replicated(mesh)
+    task = model.task
 
-    def loss_fn(params, rngs, micro, key, mlm_total, nsp_total):
+    def loss_fn(params, rngs, micro, key, totals):
         module = _merge(model, params, rngs)
         nnx.reseed(module, dropout=key)
         module.train()
-        sums = forward_sums(module, micro)
-        loss = sums["mlm_loss"] / mlm_total + sums["nsp_loss"] / nsp_total
+        sums = task.sums(module, micro)
+        loss = sum(sums[f"{o}_loss"] / totals[o] for o in task.objectives)
         return loss, sums
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, rngs, batch: dict):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        mlm_total = jnp.maximum(jnp.sum(batch["masked_weights"].astype(jnp.float32)), 1.0)
-        nsp_total = jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32)
+        totals = {o: jnp.maximum(n, 1.0) for o, n in task.counts(batch).items()}
         if grad_accum_steps == 1:
-            (loss, sums), grads = grad_fn(state.params, rngs, batch, key, mlm_total, nsp_total)
+            (loss, sums), grads = grad_fn(state.params, rngs, batch, key, totals)
         else:
             def body(carry, inputs):
                 i, micro = inputs
                 (loss, sums), grads = grad_fn(state.params, rngs, micro,
-                                              jax.random.fold_in(key, i), mlm_total, nsp_total)
+                                              jax.random.fold_in(key, i), totals)
                 return jax.tree.map(jnp.add, carry, (loss, sums, grads)), None
 
-            zero_sums = {k: jnp.zeros((), jnp.float32) for k in
-                         ("mlm_loss", "nsp_loss", "mlm_correct", "nsp_correct", "mlm_count",
-                          "nsp_count")}
+            zero_sums = {f"{o}_{k}": jnp.zeros((), jnp.float32)
+                         for o in task.objectives for k in ("loss", "correct")}
             init = (jnp.zeros((), jnp.float32), zero_sums,
                     jax.tree.map(jnp.zeros_like, state.params))
             micro = _micro_batches(batch, grad_accum_steps, mesh)
@@ -213,10 +191,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
         )
         metrics = {
             "loss": loss,
-            "mlm_loss": sums["mlm_loss"] / mlm_total,
-            "nsp_loss": sums["nsp_loss"] / nsp_total,
-            "mlm_accuracy": sums["mlm_correct"] / mlm_total,
-            "nsp_accuracy": sums["nsp_correct"] / nsp_total,
+            **{f"{o}_loss": sums[f"{o}_loss"] / totals[o] for o in task.objectives},
+            **{f"{o}_accuracy": sums[f"{o}_correct"] / totals[o] for o in task.objectives},
             "learning_rate": schedule(applied),
             "grad_norm": grad_norm,
             "skipped_steps": new_state.skipped,
@@ -229,29 +205,16 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
 
 
 def make_eval_step(model: Model, mesh: Mesh, shardings: TrainState):
-    """Builds `eval_step(params, rngs, batch) -> sums` (dropout off); add the sums over the
-    held-out batches and finish with `eval_metrics`."""
+    """Builds `eval_step(params, rngs, batch) -> sums` (dropout off), with each objective's
+    `<obj>_count`; add the sums over the held-out batches and finish with
+    `tasks.eval_metrics`."""
     rep = sharding.replicated(mesh)
 
     def step(params, rngs, batch):
         module = _merge(model, params, rngs)
         module.eval()
-        return forward_sums(module, batch)
+        counts = {f"{o}_count": n for o, n in model.task.counts(batch).items()}
+        return {**model.task.sums(module, batch), **counts}
 
     return jax.jit(step, in_shardings=(shardings.params, rep, sharding.batch_sharding(mesh)),
                    out_shardings=rep)
-
-
-def eval_metrics(sums: dict) -> dict:
-    """Held-out MLM/NSP accuracy and MLM perplexity from summed counts."""
-    mlm = max(float(sums["mlm_count"]), 1.0)
-    nsp = max(float(sums["nsp_count"]), 1.0)
-    mlm_loss = float(sums["mlm_loss"]) / mlm
-    return {
-        "eval_loss": mlm_loss + float(sums["nsp_loss"]) / nsp,
-        "eval_mlm_loss": mlm_loss,
-        "eval_nsp_loss": float(sums["nsp_loss"]) / nsp,
-        "eval_mlm_accuracy": float(sums["mlm_correct"]) / mlm,
-        "eval_nsp_accuracy": float(sums["nsp_correct"]) / nsp,
-        "eval_perplexity": float(jnp.exp(mlm_loss)),
-    }

@@ -28,8 +28,9 @@ def synthetic(tmp_path: Path, n: int) -> Prepared:
     arrays["input_ids"][:, :5] = np.stack([0 * ids + 2, ids, 0 * ids + 3, ids, 0 * ids + 3], 1)
     for key, value in arrays.items():
         np.save(directory / "train" / f"{key}.npy", value)
-    return Prepared(directory=directory, tokenizer_path=directory / "tokenizer.json",
-                    vocab_size=10 + n, num_train=n, num_eval=0, max_seq_length=T,
+    return Prepared(directory=directory, objective="bert",
+                    tokenizer_path=directory / "tokenizer.json", vocab_size=10 + n,
+                    num_train=n, num_eval=0, max_seq_length=T,
                     max_predictions=P, special_ids=TRAINED_IDS, dynamic_masking=False,
                     whole_word_masking=False, masked_lm_prob=0.15, num_train_documents=1,
                     num_eval_documents=0)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm import metrics, plot
+from jaxlm import metrics, plot, tasks
 from jaxlm.bert import BertForPreTraining
 
 
@@ -29,7 +29,7 @@ def test_train_flops_match_xla_cost_analysis(tiny_config):
 
     cost = jax.jit(forward).lower(state).compile().cost_analysis()
     xla_forward = cost["flops"] if isinstance(cost, dict) else cost[0]["flops"]
-    ours_forward = metrics.bert_train_flops(cfg, B, T, P) / 3
+    ours_forward = tasks.bert_train_flops(cfg, B, T, P) / 3
     assert 1.0 <= xla_forward / ours_forward < 1.1
 
 
@@ -38,7 +38,8 @@ def test_logger_writes_jsonl_tensorboard_and_plot(tmp_path):
                     "nsp_accuracy": 0.5, "learning_rate": 1e-3, "grad_norm": 1.0,
                     "skipped_steps": 0, "bad_streak": 0}
     logger = metrics.MetricsLogger(tmp_path, 0, 4, tokens_per_step=64, flops_per_step=1e6,
-                                   peak=1e9, progress_bar=False)
+                                   peak=1e9, keys=tasks.train_metric_keys(tasks.TASKS["bert"]),
+                                   progress_bar=False)
     logger.restart_clock(0)
     for step in (1, 2):
         logger.record(step, {**step_metrics, "loss": 2.0 + step})
@@ -61,7 +62,7 @@ def test_logger_writes_jsonl_tensorboard_and_plot(tmp_path):
 def test_resumed_logger_drops_lines_after_the_checkpoint(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (10, 20, 30)))
-    metrics.MetricsLogger(tmp_path, 20, 40, 1, 1.0, 1.0, tensorboard=False,
+    metrics.MetricsLogger(tmp_path, 20, 40, 1, 1.0, 1.0, ("loss",), tensorboard=False,
                           progress_bar=False).close()
     steps = [json.loads(s)["step"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20]

@@ -71,6 +71,26 @@ def test_meshes_agree(run_overrides, tmp_path):
     assert losses["one_device"][-1] < losses["one_device"][0]
 
 
+GPT = ["model.kind=gpt", "model.activation=gelu_tanh", "model.layer_norm_eps=1e-5"]
+
+
+def test_gpt_trains_through_the_same_run_on_any_mesh(run_overrides, tmp_path):
+    """model.kind=gpt: packed next-token data, the same loop, the same loss on every mesh."""
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    proc = _train_py(tmp_path / "one", run_overrides, *GPT, "mesh.data=1", env=env)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    summary = _run(run_overrides, tmp_path / "2x2x2", *GPT, "mesh.data=2", "mesh.fsdp=2",
+                   "mesh.tensor=2", "train.eval_every=5")
+    one, sharded = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "2x2x2")
+    np.testing.assert_allclose([sharded[s] for s in range(1, 6)], [one[s] for s in range(1, 6)],
+                               atol=1e-5)
+    assert one[5] < one[1]
+    assert set(summary["eval"]) == {"eval_loss", "eval_lm_loss", "eval_lm_accuracy",
+                                    "eval_perplexity"}
+    assert np.isclose(summary["eval"]["eval_perplexity"], np.exp(summary["eval"]["eval_lm_loss"]),
+                      rtol=1e-5)
+
+
 def test_grad_accumulation_equals_big_batch(run_overrides, tmp_path):
     no_dropout = ["model.hidden_dropout=0", "model.attention_dropout=0", "train.batch_size=32",
                   "train.steps=3"]

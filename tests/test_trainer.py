@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import data, optim, sharding, trainer
+from jaxlm import data, optim, sharding, tasks, trainer
 from jaxlm.config import MeshConfig, load
 
 
@@ -72,7 +72,7 @@ def test_non_finite_gradient_skips_the_update_and_counts_it(parts):
 def test_eval_metrics_from_sums():
     sums = {"mlm_loss": 20.0, "nsp_loss": 3.0, "mlm_correct": 5.0, "nsp_correct": 3.0,
             "mlm_count": 10.0, "nsp_count": 4.0}
-    out = trainer.eval_metrics(sums)
+    out = tasks.eval_metrics(tasks.TASKS["bert"], sums)
     assert out["eval_mlm_accuracy"] == 0.5 and out["eval_nsp_accuracy"] == 0.75
     np.testing.assert_allclose(out["eval_perplexity"], np.exp(2.0), rtol=1e-6)
     np.testing.assert_allclose(out["eval_loss"], 2.75)

@@ -32,6 +32,7 @@ import time
 import grain
 import numpy as np
 
+from jaxlm.data import packing
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import KEYS, MaskingSpec, mask_tokens
 from jaxlm.data.pipeline import SPLITS, Prepared
@@ -49,7 +50,7 @@ class InstanceSource:
             raise DataError(f"{prepared.directory}: the {split} split has no instances"
                             + (" (data.eval_fraction=0)" if split == "eval" else ""))
         self._arrays = {}
-        for key in KEYS:
+        for key in dict.fromkeys(KEYS + packing.KEYS):
             path = prepared.directory / split / f"{key}.npy"
             if path.is_file():
                 self._arrays[key] = np.load(path, mmap_mode="r")

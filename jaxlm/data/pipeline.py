@@ -13,6 +13,9 @@ the seed, the input files' sizes and mtimes, the tokenizer file's content):
     corpus/tokens.npy ...         the tokenized documents, flat (see `instances.Documents`)
     train/<key>.npy, eval/<key>.npy   one array per batch key, leading dim N, memory-mapped
 
+`objective` picks the instances: "bert" builds sentence pairs with masks (`instances`),
+"causal_lm" packs the documents into next-token windows (`packing`).
+
 Another config gets another directory, so prepared data is never mixed or overwritten; a
 build goes to a temporary directory that is renamed into place only when complete.
 Instances are built by `num_workers` processes over shards of documents; each (pass,
@@ -40,6 +43,7 @@ import numpy as np
 
 from jaxlm.config import ConfigError, DataConfig
 from jaxlm.data import corpus as corpus_lib
+from jaxlm.data import packing
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import Documents, MaskingSpec, create_instances
 from jaxlm.data.tokenizer import (
@@ -52,6 +56,7 @@ from jaxlm.data.tokenizer import (
 
 log = logging.getLogger(__name__)
 
+OBJECTIVES = ("bert", "causal_lm")
 VERSION = 2  # bump when the tokenizer training, instance algorithm or on-disk layout change
 EVAL_SEED = 0  # eval instances do not depend on the run's seed
 SPLITS = ("train", "eval")
@@ -65,6 +70,7 @@ class Prepared:
     """A prepared data directory, as its manifest describes it."""
 
     directory: Path  # holds manifest.json, tokenizer.json and the train/ eval/ arrays
+    objective: str  # "bert" (pairs + masks) or "causal_lm" (packed windows)
     tokenizer_path: Path  # the tokenizer that produced the ids
     vocab_size: int  # V; the model's embedding table must have exactly this many rows
     num_train: int  # training instances (all dupe passes)
@@ -89,6 +95,7 @@ class Prepared:
         cfg = m["config"]
         return cls(
             directory=directory,
+            objective=m.get("objective", "bert"),
             tokenizer_path=directory / m["tokenizer"],
             vocab_size=m["vocab_size"],
             num_train=m["splits"]["train"]["num_instances"],
@@ -141,7 +148,7 @@ class NpyWriter:
         self._file.close()
 
 
-def _settings(cfg: DataConfig, seed: int) -> tuple[str, list[Path], dict]:
+def _settings(cfg: DataConfig, seed: int, objective: str) -> tuple[str, list[Path], dict]:
     """The corpus name, its files and every setting that determines the prepared bytes."""
     if cfg.train_files:
         name, files = "corpus", corpus_lib.expand_files(cfg.train_files)
@@ -151,6 +158,7 @@ def _settings(cfg: DataConfig, seed: int) -> tuple[str, list[Path], dict]:
     settings = {
         "version": VERSION,
         "seed": seed,
+        "objective": objective,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_HASHED},
         "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats,
                                                                               strict=True)],
@@ -163,8 +171,9 @@ def _settings(cfg: DataConfig, seed: int) -> tuple[str, list[Path], dict]:
     return name, files, settings
 
 
-def prepare(cfg: DataConfig, *, seed: int) -> Prepared:
-    """Builds (or finds) the tokenizer and the train/eval instances for `cfg` and `seed`.
+def prepare(cfg: DataConfig, *, seed: int, objective: str = "bert") -> Prepared:
+    """Builds (or finds) the tokenizer and the train/eval instances for `cfg` and `seed`:
+    BERT pairs, or windows for a causal LM when `objective` is "causal_lm".
 
     Raises:
       DataError: missing files, an empty corpus, bad bytes, a tokenizer without the special
@@ -172,7 +181,9 @@ def prepare(cfg: DataConfig, *, seed: int) -> Prepared:
     """
     if not 0 <= seed < 2**32:
         raise ConfigError(f"train.seed: must be in [0, 2**32), got {seed}")
-    name, files, settings = _settings(cfg, seed)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    name, files, settings = _settings(cfg, seed, objective)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(cfg.output_dir or Path(cfg.cache_dir) / "prepared").expanduser()
     directory = root / f"{name}-{key}"
@@ -229,17 +240,12 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
                        is_continuation if cfg.whole_word_masking else None)
     tokenized = time.perf_counter()
 
-    counts = {}
-    workers = cfg.num_workers or os.cpu_count() or 1
-    for split, doc_ids in splits.items():
-        (out / split).mkdir()
-        job = _Job(corpus=str(out / "corpus"), doc_ids=doc_ids, spec=spec,
-                   max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
-                   masked=split == "eval" or not cfg.dynamic_masking,
-                   seed=seed if split == "train" else EVAL_SEED, ids_dtype=ids_dtype)
-        dupes = cfg.dupe_factor if split == "train" else 1
-        counts[split] = _write_split(job, dupes, workers, out / split)
-        counts[split]["num_documents"] = len(doc_ids)
+    workers = 1
+    if settings["objective"] == "causal_lm":
+        counts = _write_packed(out, splits, ids, cfg.max_seq_length, ids_dtype)
+    else:
+        workers = cfg.num_workers or os.cpu_count() or 1
+        counts = _write_pairs(cfg, seed, out, splits, spec, ids_dtype, workers)
     seconds = time.perf_counter() - tokenized
     total = counts["train"]["num_instances"] + counts["eval"]["num_instances"]
     log.info("%d instances in %.1fs (%.0f instances/s, %d workers)", total, seconds,
@@ -254,6 +260,37 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
                    "instances_s": round(seconds, 2),
                    "instances_per_s": round(total / seconds, 1), "workers": workers},
     }
+
+
+def _write_packed(out: Path, splits: dict, ids: SpecialIds, length: int, ids_dtype) -> dict:
+    """Causal-LM windows of each split (see `packing`), [SEP] between documents."""
+    counts = {}
+    for split, doc_ids in splits.items():
+        (out / split).mkdir()
+        stream = packing.token_stream(open_documents(out / "corpus", doc_ids), ids.sep,
+                                      ids_dtype)
+        windows = packing.pack(stream, length)
+        for key, rows in windows.items():
+            np.save(out / split / f"{key}.npy", rows)
+        counts[split] = {"num_instances": len(windows["input_ids"]),
+                         "num_documents": len(doc_ids), "num_tokens": len(stream)}
+    return counts
+
+
+def _write_pairs(cfg: DataConfig, seed: int, out: Path, splits: dict, spec: MaskingSpec,
+                 ids_dtype, workers: int) -> dict:
+    """BERT sentence-pair instances of each split over `workers` processes."""
+    counts = {}
+    for split, doc_ids in splits.items():
+        (out / split).mkdir()
+        job = _Job(corpus=str(out / "corpus"), doc_ids=doc_ids, spec=spec,
+                   max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
+                   masked=split == "eval" or not cfg.dynamic_masking,
+                   seed=seed if split == "train" else EVAL_SEED, ids_dtype=ids_dtype)
+        dupes = cfg.dupe_factor if split == "train" else 1
+        counts[split] = _write_split(job, dupes, workers, out / split)
+        counts[split]["num_documents"] = len(doc_ids)
+    return counts
 
 
 def _names(files: Sequence[Path]) -> str:

@@ -1,0 +1,129 @@
+"""What each model kind learns: its module, its batch, its losses and its FLOPs.
+
+The trainer, the checkpoints and the metrics are shared by every kind; a `Task` holds what
+differs. Each task has named objectives ("mlm" and "nsp" for BERT, "lm" for GPT); the loss
+is the sum over objectives of the mean loss per prediction, and every objective reports
+`<name>_loss` and `<name>_accuracy`. The first objective's loss gives the perplexity.
+
+Sums, not means, come out of `sums`: micro-batches then add up exactly to the big batch,
+and `counts` (computed on the whole batch) turns them into means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxlm import losses
+from jaxlm.bert import BertForPreTraining
+from jaxlm.config import ModelConfig
+from jaxlm.gpt import GPTLanguageModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    objectives: tuple[str, ...]  # loss terms, e.g. ("mlm", "nsp")
+    batch_keys: tuple[str, ...]  # the arrays a batch holds
+    data: str  # the instances `data.prepare` builds: "bert" or "causal_lm"
+    build: typing.Callable[[ModelConfig, nnx.Rngs], nnx.Module]
+    counts: typing.Callable[[dict], dict]  # batch -> {objective: float32 predictions}
+    sums: typing.Callable[[nnx.Module, dict], dict]  # -> {<obj>_loss, <obj>_correct}
+    flops: typing.Callable[[ModelConfig, int, int, int], float]  # cfg, B, T, P -> step FLOPs
+
+
+def _hits(logits_BXV: jax.Array, labels_BX: jax.Array, weights_BX: jax.Array) -> jax.Array:
+    return jnp.sum((jnp.argmax(logits_BXV, -1) == labels_BX) * weights_BX)
+
+
+def bert_sums(module: BertForPreTraining, batch: dict) -> dict:
+    """Masked-LM and next-sentence cross entropy and hits, summed (BERT 3.1)."""
+    mlm_logits_BPV, nsp_logits_B2 = module(batch["input_ids"], batch["token_type_ids"],
+                                           batch["attention_mask"], batch["masked_positions"])
+    w_BP = batch["masked_weights"].astype(jnp.float32)
+    labels_BP, nsp_B1 = batch["masked_ids"], batch["next_sentence_label"][:, None]
+    nsp_logits_B12 = nsp_logits_B2[:, None]
+    return {
+        "mlm_loss": jnp.sum(losses.cross_entropy(mlm_logits_BPV, labels_BP) * w_BP),
+        "mlm_correct": _hits(mlm_logits_BPV, labels_BP, w_BP),
+        "nsp_loss": jnp.sum(losses.cross_entropy(nsp_logits_B12, nsp_B1)),
+        "nsp_correct": _hits(nsp_logits_B12, nsp_B1, 1.0).astype(jnp.float32),
+    }
+
+
+def bert_counts(batch: dict) -> dict:
+    return {"mlm": jnp.sum(batch["masked_weights"].astype(jnp.float32)),
+            "nsp": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32)}
+
+
+def bert_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int) -> float:
+    """Matmul FLOPs of one training step of BertForPreTraining (forward + backward).
+
+    Per token and layer: Q, K, V, output projections 4*2*D*D, MLP 2*2*D*F, attention scores
+    and mix 2*2*T*D. Per masked position: transform 2*D*D and tied output 2*D*V. Per
+    sequence: pooler 2*D*D and NSP 2*D*2. Backward is twice the forward (Kaplan et al. 2020).
+    """
+    D, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
+    per_token = L * (8 * D * D + 4 * D * F + 4 * length * D)
+    per_prediction = 2 * D * D + 2 * D * V
+    per_sequence = 2 * D * D + 4 * D
+    forward = batch * (length * per_token + predictions * per_prediction + per_sequence)
+    return 3.0 * forward
+
+
+def lm_sums(module: GPTLanguageModel, batch: dict) -> dict:
+    """Next-token cross entropy and hits over every position, summed (GPT-2 2)."""
+    logits_BTV = module(batch["input_ids"])
+    targets_BT = batch["target_ids"]
+    return {"lm_loss": jnp.sum(losses.cross_entropy(logits_BTV, targets_BT)),
+            "lm_correct": _hits(logits_BTV, targets_BT, 1.0).astype(jnp.float32)}
+
+
+def lm_counts(batch: dict) -> dict:
+    return {"lm": jnp.asarray(batch["target_ids"].size, jnp.float32)}
+
+
+def gpt_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int = 0) -> float:
+    """Matmul FLOPs of one training step of GPTLanguageModel: the encoder's per-token
+    count (causal attention still computes all T x T scores) plus the tied output 2*D*V at
+    every position; times 3 for forward + backward."""
+    D, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
+    per_token = L * (8 * D * D + 4 * D * F + 4 * length * D) + 2 * D * V
+    return 3.0 * batch * length * per_token
+
+
+TASKS = {
+    "bert": Task(objectives=("mlm", "nsp"),
+                 batch_keys=("input_ids", "token_type_ids", "attention_mask",
+                             "masked_positions", "masked_ids", "masked_weights",
+                             "next_sentence_label"),
+                 data="bert", build=lambda cfg, rngs: BertForPreTraining(cfg, rngs=rngs),
+                 counts=bert_counts, sums=bert_sums, flops=bert_train_flops),
+    "gpt": Task(objectives=("lm",), batch_keys=("input_ids", "target_ids"), data="causal_lm",
+                build=lambda cfg, rngs: GPTLanguageModel(cfg, rngs=rngs),
+                counts=lm_counts, sums=lm_sums, flops=gpt_train_flops),
+}
+
+
+def train_metric_keys(task: Task) -> tuple[str, ...]:
+    """The per-step metrics the train step returns and `metrics.jsonl` averages."""
+    per_objective = tuple(f"{o}_{m}" for m in ("loss", "accuracy") for o in task.objectives)
+    return ("loss", *per_objective, "learning_rate", "grad_norm")
+
+
+def eval_metrics(task: Task, sums: dict) -> dict:
+    """Held-out loss, per-objective loss and accuracy, and the first objective's perplexity,
+    from sums (`<obj>_loss`, `<obj>_correct`, `<obj>_count`) added over the eval batches."""
+    out = {"eval_loss": 0.0}
+    for o in task.objectives:
+        count = max(float(sums[f"{o}_count"]), 1.0)
+        out[f"eval_{o}_loss"] = float(sums[f"{o}_loss"]) / count
+        out["eval_loss"] += out[f"eval_{o}_loss"]
+    for o in task.objectives:
+        out[f"eval_{o}_accuracy"] = float(sums[f"{o}_correct"]) / max(
+            float(sums[f"{o}_count"]), 1.0)
+    out["eval_perplexity"] = float(jnp.exp(out[f"eval_{task.objectives[0]}_loss"]))
+    return out
