@@ -10,7 +10,11 @@ Each step directory holds three items:
 Saves are asynchronous (a background thread writes while training goes on) and atomic
 (written to a temporary directory, renamed when complete), so a killed run leaves either a
 whole checkpoint or a temporary directory that is ignored. Kept: the last
-`train.keep_checkpoints` plus the best by held-out MLM accuracy.
+`train.keep_checkpoints` plus the best by held-out accuracy of the first objective (MLM
+for BERT, next token for GPT).
+
+`load_for_inference(run_dir)` rebuilds the trained module from the newest checkpoint
+alone (its saved config says what to build), for generation and fill-mask.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from jaxlm.config import ConfigError, ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
-BEST_METRIC = "eval_mlm_accuracy"
 # Model fields that may change between a run and its resumption: numerics and memory, not
 # the parameters' shapes or meaning.
 RESUMABLE_MODEL_CHANGES = ("dtype", "remat")
@@ -40,12 +43,14 @@ RESUMABLE_MODEL_CHANGES = ("dtype", "remat")
 class Checkpointer:
     """Saves and restores (state, data iterator, config) for one run directory."""
 
-    def __init__(self, run_dir: str | Path, cfg: TrainConfig):
+    def __init__(self, run_dir: str | Path, cfg: TrainConfig,
+                 best_metric: str = "eval_mlm_accuracy"):
+        self.best_metric = best_metric
         self.directory = Path(run_dir).absolute() / "checkpoints"
         self.quarantine = Path(run_dir).absolute() / "corrupt_checkpoints"
         preserve = policies.AnyPreservationPolicy([
             policies.LatestN(n=cfg.keep_checkpoints),
-            policies.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
+            policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=False, n=1,
                            keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(
@@ -70,7 +75,8 @@ class Checkpointer:
             data=grain.checkpoint.CheckpointSave(data_iterator),
             config=ocp.args.JsonSave(config),
         )
-        best = {BEST_METRIC: metrics[BEST_METRIC]} if metrics and BEST_METRIC in metrics else None
+        key = self.best_metric
+        best = {key: metrics[key]} if metrics and key in metrics else None
         self.manager.save(step, args=args, metrics=best, force=True)
 
     def restore(self, abstract_state, data_iterator, model_cfg: ModelConfig):
@@ -142,3 +148,47 @@ def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
             f"{where} holds a different model ({'; '.join(diffs)}). Use another run_dir "
             f"or the saved model settings; nothing was deleted."
         )
+
+
+def load_for_inference(path: str | Path, mesh=None):
+    """The trained module (eval mode) and config of the newest checkpoint under `path`.
+
+    Args:
+      path: a run directory (holding `checkpoints/`) or its `checkpoints/` directory.
+      mesh: where to place the parameters; default all local devices, data parallel.
+
+    Returns:
+      (module, cfg): a `BertForPreTraining` or `GPTLanguageModel` with the trained
+      parameters, and the run's `Config`.
+
+    Raises:
+      FileNotFoundError: no checkpoint under `path`.
+    """
+    from jaxlm import optim, sharding, trainer
+    from jaxlm.config import Config, MeshConfig, from_dict
+
+    directory = Path(path).absolute()
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    missing = FileNotFoundError(f"{path}: no checkpoint found (expected a run directory "
+                                f"written by train.py, or its checkpoints/ directory)")
+    if not directory.is_dir():
+        raise missing
+    manager = ocp.CheckpointManager(
+        directory, item_names=("state", "data", "config"),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    step = manager.latest_step()
+    if step is None:
+        raise missing
+    saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    cfg = from_dict(Config, saved["config"])
+    mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig(data=-1))
+    tx = optim.make_optimizer(cfg.train)
+    setup = trainer.setup_state(cfg.model, cfg.train.seed, tx, mesh)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(setup.abstract)))
+    manager.close()
+    module = trainer.merge(setup.model, restored["state"].params, setup.rngs)
+    module.eval()
+    log.info("loaded step %d from %s", step, directory)
+    return module, cfg

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -142,7 +143,12 @@ def run(cfg: Config) -> dict:
         data.make_loader(prepared, "eval", cfg.train.batch_size, seed=cfg.train.seed,
                          shuffle=False, num_epochs=1)
 
-    checkpoints = Checkpointer(run_dir, cfg.train)
+    task = setup.model.task
+    checkpoints = Checkpointer(run_dir, cfg.train,
+                              best_metric=f"eval_{task.objectives[0]}_accuracy")
+    if jax.process_index() == 0:  # what generation and fill-mask decode with
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(prepared.tokenizer_path, run_dir / "tokenizer.json")
     state = checkpoints.restore(setup.abstract, batches, cfg.model)
     state = setup.init() if state is None else state
     start = int(jax.device_get(state.step))
@@ -150,7 +156,6 @@ def run(cfg: Config) -> dict:
         log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
                  checkpoints.directory)
     T, P = prepared.max_seq_length, prepared.max_predictions
-    task = setup.model.task
     logger = metrics.MetricsLogger(
         run_dir, start, cfg.train.steps, tokens_per_step=cfg.train.batch_size * T,
         flops_per_step=task.flops(cfg.model, cfg.train.batch_size, T, P),

@@ -112,7 +112,8 @@ def setup_state(model_cfg: ModelConfig, seed: int, tx: optax.GradientTransformat
     return StateSetup(model, shardings, abstract, rngs, init_state)
 
 
-def _merge(model: Model, params: dict, rngs) -> nnx.Module:
+def merge(model: Model, params: dict, rngs) -> nnx.Module:
+    """The module with these parameters and dropout streams."""
     return nnx.merge(model.graphdef, params, rngs)
 
 
@@ -146,7 +147,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
     task = model.task
 
     def loss_fn(params, rngs, micro, key, totals):
-        module = _merge(model, params, rngs)
+        module = merge(model, params, rngs)
         nnx.reseed(module, dropout=key)
         module.train()
         sums = task.sums(module, micro)
@@ -211,7 +212,7 @@ def make_eval_step(model: Model, mesh: Mesh, shardings: TrainState):
     rep = sharding.replicated(mesh)
 
     def step(params, rngs, batch):
-        module = _merge(model, params, rngs)
+        module = merge(model, params, rngs)
         module.eval()
         counts = {f"{o}_count": n for o, n in model.task.counts(batch).items()}
         return {**model.task.sums(module, batch), **counts}
