@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -81,6 +82,21 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
     return ids, mask
 
 
+@functools.cache
+def _decode_step(graphdef, sampling: Sampling):
+    """`step(state, ids_BT, positions_BT, valid_BS, cache, index, key) -> (token_B, cache)`,
+    compiled once per model graph, sampling and shape (prefill, then one shape per token)."""
+
+    @jax.jit
+    def step(state, ids_BT, positions_BT, valid_BS, cache, index, key):
+        module = nnx.merge(graphdef, state)
+        mask_BTS = cache_mask(valid_BS, index, ids_BT.shape[1])
+        logits_BTV, cache = module.decode(ids_BT, positions_BT, mask_BTS, cache, index)
+        return sample_token(logits_BTV[:, -1], key, sampling), cache
+
+    return step
+
+
 def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: int, *,
              sampling: Sampling = Sampling(), seed: int = 0, pad_id: int = 0,
              stop_id: int | None = None) -> list[list[int]]:
@@ -104,14 +120,7 @@ def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: 
     B, T = ids_BT.shape
     S = T + max_new_tokens
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def forward(state, ids_BT, positions_BT, valid_BS, cache, index, key):
-        module = nnx.merge(graphdef, state)
-        mask_BTS = cache_mask(valid_BS, index, ids_BT.shape[1])
-        logits_BTV, cache = module.decode(ids_BT, positions_BT, mask_BTS, cache, index)
-        return sample_token(logits_BTV[:, -1], key, sampling), cache
-
+    forward = _decode_step(graphdef, sampling)
     valid_BS = jnp.zeros((B, S), bool).at[:, :T].set(mask_BT.astype(bool))
     positions_BT = padded_positions(jnp.asarray(mask_BT))
     key = jax.random.key(seed)
