@@ -22,8 +22,9 @@ class ConfigError(ValueError):
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots")
-MODEL_KINDS = ("bert", "gpt")
+MODEL_KINDS = ("bert", "gpt", "encoder_decoder")
 ACTIVATIONS = ("gelu", "gelu_tanh")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 SCHEDULES = ("linear", "cosine")
 
 
@@ -31,7 +32,7 @@ SCHEDULES = ("linear", "cosine")
 class ModelConfig:
     """Shape and numerics of the network. Defaults are BERT-base (BERT paper, 3)."""
 
-    kind: str = "bert"  # "bert" (encoder, MLM + NSP heads) or "gpt" (causal decoder LM)
+    kind: str = "bert"  # "bert" (encoder, MLM + NSP), "gpt" (causal LM), "encoder_decoder"
     vocab_size: int = 30522  # V; a trained tokenizer overrides it
     hidden_size: int = 768  # D
     num_layers: int = 12  # L
@@ -43,6 +44,7 @@ class ModelConfig:
     attention_dropout: float = 0.1  # dropout on the attention probabilities
     layer_norm_eps: float = 1e-12  # BERT's epsilon (GPT-2: 1e-5)
     activation: str = "gelu"  # MLP nonlinearity: "gelu" (erf, BERT) or "gelu_tanh" (GPT-2)
+    position_embedding: str = "learned"  # "learned" or, for encoder_decoder, "sinusoidal"
     initializer_range: float = 0.02  # stddev of the truncated-normal weight init
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay param_dtype)
     param_dtype: str = "float32"  # storage dtype of the parameters
@@ -54,6 +56,12 @@ class ModelConfig:
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"model.activation: {self.activation!r} is not one of "
                               f"{ACTIVATIONS}")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ConfigError(f"model.position_embedding: {self.position_embedding!r} is not "
+                              f"one of {POSITION_EMBEDDINGS}")
+        if self.position_embedding == "sinusoidal" and self.kind != "encoder_decoder":
+            raise ConfigError("model.position_embedding: 'sinusoidal' is only implemented for "
+                              "model.kind=encoder_decoder")
         for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                     "max_position_embeddings", "type_vocab_size"):
             if getattr(self, key) <= 0:

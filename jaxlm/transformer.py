@@ -44,13 +44,15 @@ class FeedForward(nnx.Module):
 
 
 class EncoderBlock(nnx.Module):
-    """Post-LN encoder layer as in BERT: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(MLP(x))).
+    """Encoder layer: self-attention then MLP, each a residual sublayer with dropout on its
+    output (Vaswani et al. 5.4).
 
-    Vaswani et al. 3.1 ("LayerNorm(x + Sublayer(x))") with dropout on each sublayer's
-    output (5.4).
+    post-LN, as BERT and Vaswani et al. 3.1:  x = LN(x + Drop(Sublayer(x)))
+    pre-LN (`pre_norm`), as GPT-2 and T5:     x = x + Drop(Sublayer(LN(x)))
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, pre_norm: bool = False, rngs: nnx.Rngs):
+        self.pre_norm = pre_norm
         norm = dict(eps=config.layer_norm_eps, dtype=jnp.dtype(config.dtype),
                     param_dtype=jnp.dtype(config.param_dtype))
         self.attention = MultiHeadAttention(config, rngs=rngs)
@@ -61,10 +63,15 @@ class EncoderBlock(nnx.Module):
 
     def __call__(self, x_BTD: jax.Array, mask_B11S: jax.Array) -> jax.Array:
         with jax.named_scope("attention"):
-            x_BTD = self.attention_norm(x_BTD + self.dropout(self.attention(x_BTD, mask_B11S)))
+            x_BTD = self._residual(x_BTD, lambda h: self.attention(h, mask_B11S),
+                                   self.attention_norm)
         with jax.named_scope("mlp"):
-            x_BTD = self.mlp_norm(x_BTD + self.dropout(self.mlp(x_BTD)))
-        return x_BTD
+            return self._residual(x_BTD, self.mlp, self.mlp_norm)
+
+    def _residual(self, x_BTD, sublayer, norm):
+        if self.pre_norm:
+            return x_BTD + self.dropout(sublayer(norm(x_BTD)))
+        return norm(x_BTD + self.dropout(sublayer(x_BTD)))
 
 
 class DecoderBlock(nnx.Module):
