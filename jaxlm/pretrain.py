@@ -155,10 +155,10 @@ def run(cfg: Config) -> dict:
     if start:
         log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
                  checkpoints.directory)
-    T, P = prepared.max_seq_length, prepared.max_predictions
+    shapes = {k: (cfg.train.batch_size, *row) for k, row in prepared.row_shapes().items()}
     logger = metrics.MetricsLogger(
-        run_dir, start, cfg.train.steps, tokens_per_step=cfg.train.batch_size * T,
-        flops_per_step=task.flops(cfg.model, cfg.train.batch_size, T, P),
+        run_dir, start, cfg.train.steps, tokens_per_step=task.tokens(shapes),
+        flops_per_step=task.flops(cfg.model, shapes),
         peak=metrics.peak_flops(), keys=tasks.train_metric_keys(task),
         tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar)
     summary: dict = {}

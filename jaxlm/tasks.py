@@ -21,6 +21,7 @@ from flax import nnx
 from jaxlm import losses
 from jaxlm.bert import BertForPreTraining
 from jaxlm.config import ModelConfig
+from jaxlm.encoder_decoder import EncoderDecoderTransformer
 from jaxlm.gpt import GPTLanguageModel
 
 
@@ -28,11 +29,12 @@ from jaxlm.gpt import GPTLanguageModel
 class Task:
     objectives: tuple[str, ...]  # loss terms, e.g. ("mlm", "nsp")
     batch_keys: tuple[str, ...]  # the arrays a batch holds
-    data: str  # the instances `data.prepare` builds: "bert" or "causal_lm"
+    data: str  # the instances `data.prepare` builds: "bert", "causal_lm", "span_corruption"
     build: typing.Callable[[ModelConfig, nnx.Rngs], nnx.Module]
     counts: typing.Callable[[dict], dict]  # batch -> {objective: float32 predictions}
     sums: typing.Callable[[nnx.Module, dict], dict]  # -> {<obj>_loss, <obj>_correct}
-    flops: typing.Callable[[ModelConfig, int, int, int], float]  # cfg, B, T, P -> step FLOPs
+    flops: typing.Callable[[ModelConfig, dict], float]  # cfg, {key: batch shape} -> FLOPs
+    tokens: typing.Callable[[dict], int]  # {key: batch shape} -> tokens read per step
 
 
 def _hits(logits_BXV: jax.Array, labels_BX: jax.Array, weights_BX: jax.Array) -> jax.Array:
@@ -59,6 +61,13 @@ def bert_counts(batch: dict) -> dict:
             "nsp": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32)}
 
 
+def _layer_flops(cfg: ModelConfig, length: int) -> int:
+    """Forward matmul FLOPs of one encoder or decoder self-attention layer per token: Q, K,
+    V, output projections 4*2*D*D, MLP 2*2*D*F, attention scores and mix 2*2*T*D."""
+    D, F = cfg.hidden_size, cfg.intermediate_size
+    return 8 * D * D + 4 * D * F + 4 * length * D
+
+
 def bert_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int) -> float:
     """Matmul FLOPs of one training step of BertForPreTraining (forward + backward).
 
@@ -66,8 +75,8 @@ def bert_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int
     and mix 2*2*T*D. Per masked position: transform 2*D*D and tied output 2*D*V. Per
     sequence: pooler 2*D*D and NSP 2*D*2. Backward is twice the forward (Kaplan et al. 2020).
     """
-    D, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
-    per_token = L * (8 * D * D + 4 * D * F + 4 * length * D)
+    D, L, V = cfg.hidden_size, cfg.num_layers, cfg.vocab_size
+    per_token = L * _layer_flops(cfg, length)
     per_prediction = 2 * D * D + 2 * D * V
     per_sequence = 2 * D * D + 4 * D
     forward = batch * (length * per_token + predictions * per_prediction + per_sequence)
@@ -86,13 +95,38 @@ def lm_counts(batch: dict) -> dict:
     return {"lm": jnp.asarray(batch["target_ids"].size, jnp.float32)}
 
 
-def gpt_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int = 0) -> float:
+def target_counts(batch: dict) -> dict:
+    return {"lm": jnp.sum(batch["target_weights"].astype(jnp.float32))}
+
+
+def gpt_train_flops(cfg: ModelConfig, batch: int, length: int) -> float:
     """Matmul FLOPs of one training step of GPTLanguageModel: the encoder's per-token
     count (causal attention still computes all T x T scores) plus the tied output 2*D*V at
     every position; times 3 for forward + backward."""
-    D, F, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
-    per_token = L * (8 * D * D + 4 * D * F + 4 * length * D) + 2 * D * V
+    per_token = cfg.num_layers * _layer_flops(cfg, length) + 2 * cfg.hidden_size * cfg.vocab_size
     return 3.0 * batch * length * per_token
+
+
+def encoder_decoder_sums(module: EncoderDecoderTransformer, batch: dict) -> dict:
+    """Cross entropy and hits of each real target token given the source and the target
+    before it (teacher forcing), summed."""
+    logits_BTV = module(batch["source_ids"], batch["source_mask"], batch["decoder_input_ids"])
+    targets_BT = batch["target_ids"]
+    w_BT = batch["target_weights"].astype(jnp.float32)
+    return {"lm_loss": jnp.sum(losses.cross_entropy(logits_BTV, targets_BT) * w_BT),
+            "lm_correct": _hits(logits_BTV, targets_BT, w_BT)}
+
+
+def encoder_decoder_train_flops(cfg: ModelConfig, batch: int, source: int,
+                                target: int) -> float:
+    """Encoder layers over S source tokens; decoder layers over T target tokens, each with
+    cross-attention (Q and output projections on T, K and V on S: 2*2*D*D per token each,
+    scores and mix 2*2*S*D per target token); the tied output 2*D*V per target token."""
+    D, L, V = cfg.hidden_size, cfg.num_layers, cfg.vocab_size
+    encoder = source * L * _layer_flops(cfg, source)
+    cross = L * (target * (4 * D * D + 4 * source * D) + source * 4 * D * D)
+    decoder = target * (L * _layer_flops(cfg, target) + 2 * D * V) + cross
+    return 3.0 * batch * (encoder + decoder)
 
 
 TASKS = {
@@ -101,10 +135,24 @@ TASKS = {
                              "masked_positions", "masked_ids", "masked_weights",
                              "next_sentence_label"),
                  data="bert", build=lambda cfg, rngs: BertForPreTraining(cfg, rngs=rngs),
-                 counts=bert_counts, sums=bert_sums, flops=bert_train_flops),
+                 counts=bert_counts, sums=bert_sums,
+                 flops=lambda cfg, s: bert_train_flops(cfg, *s["input_ids"],
+                                                       s["masked_positions"][1]),
+                 tokens=lambda s: s["input_ids"][0] * s["input_ids"][1]),
     "gpt": Task(objectives=("lm",), batch_keys=("input_ids", "target_ids"), data="causal_lm",
                 build=lambda cfg, rngs: GPTLanguageModel(cfg, rngs=rngs),
-                counts=lm_counts, sums=lm_sums, flops=gpt_train_flops),
+                counts=lm_counts, sums=lm_sums,
+                flops=lambda cfg, s: gpt_train_flops(cfg, *s["input_ids"]),
+                tokens=lambda s: s["input_ids"][0] * s["input_ids"][1]),
+    "encoder_decoder": Task(
+        objectives=("lm",),
+        batch_keys=("source_ids", "source_mask", "decoder_input_ids", "target_ids",
+                    "target_weights"),
+        data="span_corruption", build=lambda cfg, rngs: EncoderDecoderTransformer(cfg, rngs=rngs),
+        counts=target_counts, sums=encoder_decoder_sums,
+        flops=lambda cfg, s: encoder_decoder_train_flops(cfg, *s["source_ids"],
+                                                         s["target_ids"][1]),
+        tokens=lambda s: s["source_ids"][0] * (s["source_ids"][1] + s["target_ids"][1])),
 }
 
 

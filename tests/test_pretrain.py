@@ -71,16 +71,20 @@ def test_meshes_agree(run_overrides, tmp_path):
     assert losses["one_device"][-1] < losses["one_device"][0]
 
 
-GPT = ["model.kind=gpt", "model.activation=gelu_tanh", "model.layer_norm_eps=1e-5"]
+KINDS = {"gpt": ["model.kind=gpt", "model.activation=gelu_tanh", "model.layer_norm_eps=1e-5"],
+         "encoder_decoder": ["model.kind=encoder_decoder", "model.position_embedding=sinusoidal"]}
 
 
-def test_gpt_trains_through_the_same_run_on_any_mesh(run_overrides, tmp_path):
-    """model.kind=gpt: packed next-token data, the same loop, the same loss on every mesh."""
+@pytest.mark.parametrize("kind", KINDS)
+def test_gpt_and_encoder_decoder_train_through_the_same_run_on_any_mesh(run_overrides, tmp_path,
+                                                                        kind):
+    """model.kind=gpt (packed next-token windows) and encoder_decoder (T5 span corruption):
+    the same loop, the same loss on one device as on a 2x2x2 mesh."""
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    proc = _train_py(tmp_path / "one", run_overrides, *GPT, "mesh.data=1", env=env)
+    proc = _train_py(tmp_path / "one", run_overrides, *KINDS[kind], "mesh.data=1", env=env)
     assert proc.wait(300) == 0, proc.stdout.read()
-    summary = _run(run_overrides, tmp_path / "2x2x2", *GPT, "mesh.data=2", "mesh.fsdp=2",
-                   "mesh.tensor=2", "train.eval_every=5")
+    summary = _run(run_overrides, tmp_path / "2x2x2", *KINDS[kind], "mesh.data=2",
+                   "mesh.fsdp=2", "mesh.tensor=2", "train.eval_every=5")
     one, sharded = _train_losses(tmp_path / "one"), _train_losses(tmp_path / "2x2x2")
     np.testing.assert_allclose([sharded[s] for s in range(1, 6)], [one[s] for s in range(1, 6)],
                                atol=1e-5)

@@ -32,7 +32,7 @@ import time
 import grain
 import numpy as np
 
-from jaxlm.data import packing
+from jaxlm.data import packing, span_corruption
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import KEYS, MaskingSpec, mask_tokens
 from jaxlm.data.pipeline import SPLITS, Prepared
@@ -50,7 +50,7 @@ class InstanceSource:
             raise DataError(f"{prepared.directory}: the {split} split has no instances"
                             + (" (data.eval_fraction=0)" if split == "eval" else ""))
         self._arrays = {}
-        for key in dict.fromkeys(KEYS + packing.KEYS):
+        for key in dict.fromkeys(KEYS + packing.KEYS + span_corruption.KEYS):
             path = prepared.directory / split / f"{key}.npy"
             if path.is_file():
                 self._arrays[key] = np.load(path, mmap_mode="r")
@@ -133,9 +133,9 @@ class DynamicMasking(grain.transforms.RandomMap):
 
 
 def stack_batch(records: list[dict]) -> dict[str, np.ndarray]:
-    """Stacks records into a batch: Int32 arrays, except Float32 `masked_weights`."""
+    """Stacks records into a batch: Int32 arrays, except Float32 `*_weights`."""
     return {key: np.stack([r[key] for r in records]).astype(
-        np.float32 if key == "masked_weights" else np.int32) for key in records[0]}
+        np.float32 if key.endswith("_weights") else np.int32) for key in records[0]}
 
 
 def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, shuffle: bool,

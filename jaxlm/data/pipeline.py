@@ -14,7 +14,8 @@ the seed, the input files' sizes and mtimes, the tokenizer file's content):
     train/<key>.npy, eval/<key>.npy   one array per batch key, leading dim N, memory-mapped
 
 `objective` picks the instances: "bert" builds sentence pairs with masks (`instances`),
-"causal_lm" packs the documents into next-token windows (`packing`).
+"causal_lm" packs the documents into next-token windows (`packing`), "span_corruption"
+turns such windows into T5 encoder-decoder pairs (`span_corruption`).
 
 Another config gets another directory, so prepared data is never mixed or overwritten; a
 build goes to a temporary directory that is renamed into place only when complete.
@@ -43,7 +44,7 @@ import numpy as np
 
 from jaxlm.config import ConfigError, DataConfig
 from jaxlm.data import corpus as corpus_lib
-from jaxlm.data import packing
+from jaxlm.data import packing, span_corruption
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import Documents, MaskingSpec, create_instances
 from jaxlm.data.tokenizer import (
@@ -56,7 +57,7 @@ from jaxlm.data.tokenizer import (
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("bert", "causal_lm")
+OBJECTIVES = ("bert", "causal_lm", "span_corruption")
 VERSION = 2  # bump when the tokenizer training, instance algorithm or on-disk layout change
 EVAL_SEED = 0  # eval instances do not depend on the run's seed
 SPLITS = ("train", "eval")
@@ -109,6 +110,11 @@ class Prepared:
             num_train_documents=m["splits"]["train"]["num_documents"],
             num_eval_documents=m["splits"]["eval"]["num_documents"],
         )
+
+    def row_shapes(self, split: str = "train") -> dict[str, tuple[int, ...]]:
+        """The shape of one instance of each stored array, e.g. {"input_ids": (T,), ...}."""
+        return {p.stem: np.load(p, mmap_mode="r").shape[1:]
+                for p in sorted((self.directory / split).glob("*.npy"))}
 
     def masking_spec(self) -> MaskingSpec:
         """The recipe the loader uses to draw dynamic masks."""
@@ -243,6 +249,9 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
     workers = 1
     if settings["objective"] == "causal_lm":
         counts = _write_packed(out, splits, ids, cfg.max_seq_length, ids_dtype)
+    elif settings["objective"] == "span_corruption":
+        counts = _write_span_corruption(out, splits, ids, cfg.max_seq_length, vocab_size, seed)
+        vocab_size += span_corruption.NUM_SENTINELS
     else:
         workers = cfg.num_workers or os.cpu_count() or 1
         counts = _write_pairs(cfg, seed, out, splits, spec, ids_dtype, workers)
@@ -274,6 +283,25 @@ def _write_packed(out: Path, splits: dict, ids: SpecialIds, length: int, ids_dty
             np.save(out / split / f"{key}.npy", rows)
         counts[split] = {"num_instances": len(windows["input_ids"]),
                          "num_documents": len(doc_ids), "num_tokens": len(stream)}
+    return counts
+
+
+def _write_span_corruption(out: Path, splits: dict, ids: SpecialIds, length: int,
+                           vocab_size: int, seed: int) -> dict:
+    """T5 span-corruption instances of windows of `length` tokens (see `span_corruption`);
+    [CLS] starts the decoder, [SEP] ends each target."""
+    counts = {}
+    for split, doc_ids in splits.items():
+        (out / split).mkdir()
+        stream = packing.token_stream(open_documents(out / "corpus", doc_ids), ids.sep,
+                                      np.int64)
+        windows = packing.pack(stream, length)["input_ids"]
+        rng = np.random.default_rng([seed if split == "train" else EVAL_SEED, 1])
+        arrays = span_corruption.build(windows, vocab_size, ids.cls, ids.sep, rng)
+        for key, rows in arrays.items():
+            np.save(out / split / f"{key}.npy", rows)
+        counts[split] = {"num_instances": len(windows), "num_documents": len(doc_ids),
+                         "num_tokens": len(stream)}
     return counts
 
 

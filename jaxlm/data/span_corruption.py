@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 KEYS = ("source_ids", "source_mask", "decoder_input_ids", "target_ids", "target_weights")
+NUM_SENTINELS = 100  # as T5; a window may have at most this many noise spans
 
 
 def span_counts(n: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
@@ -64,6 +65,10 @@ def build(windows_NW: np.ndarray, vocab_size: int, start_id: int, end_id: int,
 
     The decoder reads [start] + target[:-1] and predicts target (teacher forcing).
     """
+    spans = span_counts(windows_NW.shape[1], noise_density, mean_span_length)[1]
+    if spans > NUM_SENTINELS:
+        raise ValueError(f"windows of {windows_NW.shape[1]} tokens get {spans} noise spans, "
+                         f"more than the {NUM_SENTINELS} sentinels; use shorter windows")
     sources, targets = [], []
     for window in windows_NW:
         mask = noise_mask(len(window), noise_density, mean_span_length, rng)
