@@ -25,6 +25,7 @@ REMAT_POLICIES = ("none", "full", "dots")
 MODEL_KINDS = ("bert", "gpt", "encoder_decoder")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 POSITION_EMBEDDINGS = ("learned", "sinusoidal")
+DATA_FORMATS = ("text", "pairs")
 SCHEDULES = ("linear", "cosine")
 
 
@@ -166,7 +167,8 @@ class DataConfig:
     on the complete works of Shakespeare.
     """
 
-    train_files: tuple[str, ...] = ()  # BERT-format text files or globs; () = Shakespeare
+    train_files: tuple[str, ...] = ()  # text files or globs; () = Shakespeare
+    format: str = "text"  # "text": BERT format documents; "pairs": source<TAB>target lines
     cache_dir: str = "~/.cache/jaxlm"  # downloads and extracted corpora
     output_dir: str = ""  # where prepared data goes; "" = <cache_dir>/prepared
     tokenizer: str = ""  # an existing tokenizer.json or vocab.txt; "" = train a WordPiece one
@@ -174,6 +176,7 @@ class DataConfig:
     lowercase: bool = True  # lowercase and strip accents (uncased BERT)
     max_seq_length: int = 128  # T, tokens per instance including [CLS] and two [SEP]
     max_predictions_per_seq: int = 20  # P, masked positions per instance (80 for T=512)
+    max_target_length: int = 32  # target tokens per pair, [SEP] included (format=pairs)
     masked_lm_prob: float = 0.15  # fraction of tokens masked (BERT 3.1, Task #1)
     short_seq_prob: float = 0.1  # chance of a shorter random target length per document
     dupe_factor: int = 10  # passes over the training documents, each with fresh pairs/masks
@@ -199,6 +202,11 @@ class DataConfig:
                 f"{self.max_seq_length - 3} maskable tokens of data.max_seq_length="
                 f"{self.max_seq_length}"
             )
+        if self.format not in DATA_FORMATS:
+            raise ConfigError(f"data.format: {self.format!r} is not one of {DATA_FORMATS}")
+        if self.max_target_length < 2:
+            raise ConfigError(f"data.max_target_length: must be at least 2 (a token and "
+                              f"[SEP]), got {self.max_target_length}")
         if not 0.0 < self.masked_lm_prob < 1.0:
             raise ConfigError(f"data.masked_lm_prob: must be in (0, 1), got {self.masked_lm_prob}")
         for key in ("short_seq_prob", "eval_fraction"):
@@ -223,6 +231,11 @@ class Config:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     mesh: MeshConfig = MeshConfig()
+
+    def __post_init__(self):
+        if self.data.format == "pairs" and self.model.kind != "encoder_decoder":
+            raise ConfigError(f"data.format: 'pairs' trains an encoder-decoder; "
+                              f"model.kind={self.model.kind!r} needs data.format=text")
 
 
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:

@@ -45,6 +45,7 @@ import numpy as np
 from jaxlm.config import ConfigError, DataConfig
 from jaxlm.data import corpus as corpus_lib
 from jaxlm.data import packing, span_corruption
+from jaxlm.data import pairs as pairs_lib
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import Documents, MaskingSpec, create_instances
 from jaxlm.data.tokenizer import (
@@ -179,7 +180,8 @@ def _settings(cfg: DataConfig, seed: int, objective: str) -> tuple[str, list[Pat
 
 def prepare(cfg: DataConfig, *, seed: int, objective: str = "bert") -> Prepared:
     """Builds (or finds) the tokenizer and the train/eval instances for `cfg` and `seed`:
-    BERT pairs, or windows for a causal LM when `objective` is "causal_lm".
+    BERT pairs, windows for a causal LM ("causal_lm"), T5 span corruption
+    ("span_corruption"), or, with `data.format=pairs`, the file's own source/target pairs.
 
     Raises:
       DataError: missing files, an empty corpus, bad bytes, a tokenizer without the special
@@ -189,6 +191,8 @@ def prepare(cfg: DataConfig, *, seed: int, objective: str = "bert") -> Prepared:
         raise ConfigError(f"train.seed: must be in [0, 2**32), got {seed}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if cfg.format == "pairs":  # the file already says what to predict
+        objective = "pairs"
     name, files, settings = _settings(cfg, seed, objective)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(cfg.output_dir or Path(cfg.cache_dir) / "prepared").expanduser()
@@ -215,6 +219,8 @@ def prepare(cfg: DataConfig, *, seed: int, objective: str = "bert") -> Prepared:
 
 def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: Path) -> dict:
     """Writes tokenizer, tokenized corpus and instances into `out`; returns the manifest."""
+    if cfg.format == "pairs":
+        return _build_pairs(cfg, files, settings, out)
     start = time.perf_counter()
     hashes = [corpus_lib.document_hash(d) for d in _documents(files, cfg)]
     if not hashes:
@@ -222,16 +228,10 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
     held_out = corpus_lib.eval_documents(hashes, cfg.eval_fraction)
     log.info("%d documents in %s, %d held out", len(hashes), _names(files), len(held_out))
 
-    if cfg.tokenizer:
-        tokenizer = load_tokenizer(cfg.tokenizer, lowercase=cfg.lowercase)
-    else:
-        def train_text() -> Iterator[str]:
-            return (s for i, d in enumerate(_documents(files, cfg)) if i not in held_out
-                    for s in d)
+    def train_text() -> Iterator[str]:
+        return (s for i, d in enumerate(_documents(files, cfg)) if i not in held_out for s in d)
 
-        tokenizer = train_tokenizer(train_text, cfg.vocab_size, cfg.lowercase)
-    tokenizer.save(str(out / "tokenizer.json"))
-    ids = special_ids(tokenizer, source=cfg.tokenizer or "the trained tokenizer")
+    tokenizer, ids = _tokenizer_for(cfg, train_text, out)
     vocab_size = tokenizer.get_vocab_size()
     is_continuation = continuation_mask(tokenizer)
     np.save(out / "is_continuation.npy", is_continuation)
@@ -269,6 +269,45 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
                    "instances_s": round(seconds, 2),
                    "instances_per_s": round(total / seconds, 1), "workers": workers},
     }
+
+
+def _tokenizer_for(cfg: DataConfig, train_text, out: Path):
+    """The given or trained tokenizer, saved as out/tokenizer.json, and its special ids."""
+    if cfg.tokenizer:
+        tokenizer = load_tokenizer(cfg.tokenizer, lowercase=cfg.lowercase)
+    else:
+        tokenizer = train_tokenizer(train_text, cfg.vocab_size, cfg.lowercase)
+    tokenizer.save(str(out / "tokenizer.json"))
+    return tokenizer, special_ids(tokenizer, source=cfg.tokenizer or "the trained tokenizer")
+
+
+def _build_pairs(cfg: DataConfig, files: list[Path], settings: dict, out: Path) -> dict:
+    """`data.format=pairs`: tab-separated (source, target) lines into encoder-decoder
+    arrays; the tokenizer learns from both sides of the training pairs."""
+    start = time.perf_counter()
+    all_pairs = pairs_lib.read_pairs(files, cfg.encoding_errors)
+    if not all_pairs:
+        raise DataError(f"no pair in {_names(files)}: expected 'source<TAB>target' lines")
+    splits = {"train": [], "eval": []}
+    for pair in all_pairs:
+        splits["eval" if pairs_lib.is_held_out(pair, cfg.eval_fraction) else "train"].append(pair)
+    if not splits["train"]:
+        raise DataError(f"every pair of {_names(files)} was held out; lower data.eval_fraction")
+    tokenizer, ids = _tokenizer_for(
+        cfg, lambda: (side for pair in splits["train"] for side in pair), out)
+    counts = {}
+    for split, pairs in splits.items():
+        (out / split).mkdir()
+        if pairs:
+            arrays = pairs_lib.encode(tokenizer, pairs, cfg.max_seq_length,
+                                      cfg.max_target_length, ids)
+            for key, rows in arrays.items():
+                np.save(out / split / f"{key}.npy", rows)
+        counts[split] = {"num_instances": len(pairs), "num_documents": len(pairs)}
+    np.save(out / "is_continuation.npy", continuation_mask(tokenizer))
+    return {**settings, "tokenizer": "tokenizer.json", "vocab_size": tokenizer.get_vocab_size(),
+            "special_ids": dataclasses.asdict(ids), "splits": counts,
+            "timing": {"total_s": round(time.perf_counter() - start, 2)}}
 
 
 def _write_packed(out: Path, splits: dict, ids: SpecialIds, length: int, ids_dtype) -> dict:
