@@ -196,7 +196,7 @@ class DataConfig:
         if self.max_seq_length < 5:
             raise ConfigError(f"data.max_seq_length: must be at least 5 ([CLS] A [SEP] B [SEP] "
                               f"with one token each), got {self.max_seq_length}")
-        if self.max_predictions_per_seq > self.max_seq_length - 3:
+        if self.format == "text" and self.max_predictions_per_seq > self.max_seq_length - 3:
             raise ConfigError(
                 f"data.max_predictions_per_seq: {self.max_predictions_per_seq} exceeds the "
                 f"{self.max_seq_length - 3} maskable tokens of data.max_seq_length="

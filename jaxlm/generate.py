@@ -1,7 +1,9 @@
-"""Text generation with a trained GPT: KV cache, greedy or sampled decoding.
+"""Text generation with a trained GPT (KV cache, greedy or sampled decoding), or with an
+encoder-decoder (beam search, `jaxlm.beam_search`).
 
     python -m jaxlm.generate --checkpoint runs/gpt_tiny --prompt "to be or not" \
         --max-new-tokens 40 --temperature 0.8 --top-k 40 --top-p 0.95 --seed 0
+    python -m jaxlm.generate --checkpoint runs/reverse --prompt "my lord" --beam-size 4
 
 Prompts of different lengths are left-padded into one batch. The prompt goes through the
 model once (prefill) and fills a fixed-size key/value cache of prompt + max-new-tokens
@@ -150,42 +152,84 @@ def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: 
     return results
 
 
+def decode_text(tokenizer, ids: list[int]) -> str:
+    """Token ids to text; ids past the tokenizer's vocabulary are T5 sentinels <extra_id_i>."""
+    V = tokenizer.get_vocab_size()
+    parts, run = [], []
+    for t in ids + [V]:
+        if t < V:
+            run.append(t)
+            continue
+        if run:
+            parts.append(tokenizer.decode(run))
+        run = []
+        parts.append(f"<extra_id_{t - V}>")
+    return " ".join(parts[:-1])
+
+
+def encode_sources(tokenizer, texts: list[str], cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded source ids and mask for the encoder, cut to the run's source length."""
+    ids = [tokenizer.encode(t, add_special_tokens=False).ids[:cfg.data.max_seq_length]
+           for t in texts]
+    pad = tokenizer.token_to_id("[PAD]")
+    S = max(len(i) for i in ids)
+    source = np.full((len(ids), S), pad, np.int32)
+    mask = np.zeros((len(ids), S), np.int32)
+    for b, row in enumerate(ids):
+        source[b, :len(row)], mask[b, :len(row)] = row, 1
+    return source, mask
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxlm.generate",
-                                     description="Continue prompts with a trained GPT.")
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxlm.generate",
+        description="Continue prompts with a trained GPT, or decode sources with a trained "
+                    "encoder-decoder (beam search).")
     parser.add_argument("--checkpoint", required=True,
-                        help="a run directory written by train.py with model.kind=gpt")
+                        help="a run directory written by train.py (model.kind gpt or "
+                             "encoder_decoder)")
     parser.add_argument("--prompt", action="append", required=True,
-                        help="text to continue; repeat for a batch of prompts")
+                        help="text to continue (GPT) or source to decode; repeat for a batch")
     parser.add_argument("--max-new-tokens", type=int, default=50)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-k", type=int, default=0, help="0 = no top-k filter")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1 = no nucleus filter")
+    parser.add_argument("--temperature", type=float, default=0.0, help="GPT: 0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="GPT: 0 = no top-k filter")
+    parser.add_argument("--top-p", type=float, default=1.0, help="GPT: 1 = no nucleus filter")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beam-size", type=int, default=4, help="encoder-decoder: 1 = greedy")
+    parser.add_argument("--length-penalty", type=float, default=0.6,
+                        help="encoder-decoder: GNMT alpha, 0 = none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
+        from jaxlm.beam_search import beam_search
         from jaxlm.checkpoint import load_for_inference
         from jaxlm.data import load_tokenizer
 
         model, cfg = load_for_inference(args.checkpoint)
-        if cfg.model.kind != "gpt":
-            raise ValueError(f"{args.checkpoint} holds a {cfg.model.kind!r} model; generation "
-                             "needs model.kind=gpt")
         tokenizer_path = Path(args.checkpoint) / "tokenizer.json"
         if not tokenizer_path.is_file():
             raise FileNotFoundError(f"{tokenizer_path} not found (train.py writes it)")
         tokenizer = load_tokenizer(tokenizer_path)
-        prompts = [tokenizer.encode(p, add_special_tokens=False).ids for p in args.prompt]
-        sep = tokenizer.token_to_id("[SEP]")
-        outputs = generate(model, prompts, args.max_new_tokens, sampling=sampling,
-                           seed=args.seed, pad_id=tokenizer.token_to_id("[PAD]"), stop_id=sep)
+        sep, pad = tokenizer.token_to_id("[SEP]"), tokenizer.token_to_id("[PAD]")
+        if cfg.model.kind == "gpt":
+            prompts = [tokenizer.encode(p, add_special_tokens=False).ids for p in args.prompt]
+            outputs = generate(model, prompts, args.max_new_tokens, sampling=sampling,
+                               seed=args.seed, pad_id=pad, stop_id=sep)
+        elif cfg.model.kind == "encoder_decoder":
+            source, mask = encode_sources(tokenizer, args.prompt, cfg)
+            outputs = [ids for ids, _ in beam_search(
+                model, source, mask, args.max_new_tokens, beam_size=args.beam_size,
+                length_penalty=args.length_penalty, start_id=tokenizer.token_to_id("[CLS]"),
+                end_id=sep)]
+        else:
+            raise ValueError(f"{args.checkpoint} holds a {cfg.model.kind!r} model; generation "
+                             "needs model.kind gpt or encoder_decoder")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for prompt, ids in zip(args.prompt, outputs, strict=True):
-        print(f"{prompt} >>> {tokenizer.decode(ids)}")
+        print(f"{prompt} >>> {decode_text(tokenizer, ids)}")
     return 0
 
 

@@ -69,6 +69,15 @@ def test_stop_token_ends_a_row(model):
     assert gen.generate(model, [[5, 9, 13]], 8, sampling=hot, stop_id=first[j]) == [first[:j]]
 
 
+def test_sentinels_decode_as_extra_ids():
+    from jaxlm.data.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(lambda: ["ka lo mi"] * 10, 30, True)
+    V = tokenizer.get_vocab_size()
+    ka, lo = tokenizer.token_to_id("ka"), tokenizer.token_to_id("lo")
+    assert gen.decode_text(tokenizer, [V, ka, lo, V + 1]) == "<extra_id_0> ka lo <extra_id_1>"
+
+
 def test_bad_requests_are_clear_errors(model):
     with pytest.raises(ValueError, match="more than the model's context of 64"):
         gen.generate(model, [[1] * 60], 5)

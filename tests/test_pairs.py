@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxlm import pretrain
+from jaxlm import evaluate, generate, pretrain
 from jaxlm.config import ConfigError, load
 from jaxlm.data import DataError, pairs, prepare
 from jaxlm.data.tokenizer import train_tokenizer
@@ -61,7 +61,7 @@ def test_pairs_need_the_encoder_decoder():
         load(None, ["data.format=pairs"])
 
 
-def test_train_py_trains_an_encoder_decoder_on_pairs(tmp_path):
+def test_train_decode_and_score_an_encoder_decoder_on_pairs(tmp_path, capsys):
     data = _write(tmp_path / "p.tsv", n=400)
     summary = pretrain.run(load(pretrain.DEFAULT_CONFIG, [
         f"run_dir={tmp_path / 'run'}", "model.kind=encoder_decoder", f"data.train_files=[{data}]",
@@ -74,3 +74,11 @@ def test_train_py_trains_an_encoder_decoder_on_pairs(tmp_path):
         "train.async_checkpoint=false", "mesh.data=8"]))
     assert summary["train"]["lm_loss"] < 3.0  # from about ln(60) = 4.1
     assert 0.0 < summary["eval"]["eval_lm_accuracy"] <= 1.0
+    run = str(tmp_path / "run")
+    assert generate.main(["--checkpoint", run, "--prompt", "ka lo mi", "--prompt", "su",
+                          "--beam-size", "2", "--max-new-tokens", "6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("ka lo mi >>> ")
+    report = evaluate.evaluate(run, beam_size=2, limit=8)
+    assert report["pairs"] == 8 and 0.0 <= report["bleu"] <= 1.0
+    assert 0.0 <= report["exact_match"] <= 1.0

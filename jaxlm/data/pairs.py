@@ -6,7 +6,7 @@ encoder-decoder on your own pairs (a translator, a summarizer, ...).
 `data.format=pairs` reads `data.train_files` this way. Held-out pairs are chosen by a hash
 of the line (`data.eval_fraction`). The source is cut to `data.max_seq_length` tokens and
 padded; the target, followed by [SEP], to `data.max_target_length`. The decoder reads
-[CLS] + target[:-1]. `python -m jaxlm.data.pairs reverse OUT.tsv` writes the synthetic
+[CLS] + target[:-1]. `python -m jaxlm.data.make_pairs reverse OUT.tsv` writes the synthetic
 word-reversal task the README reports on.
 """
 
@@ -88,7 +88,7 @@ def reversal_pairs(words: Sequence[str], n: int, seed: int,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m jaxlm.data.pairs", description=(
+    parser = argparse.ArgumentParser(prog="python -m jaxlm.data.make_pairs", description=(
         "Write the synthetic word-reversal task as tab-separated pairs."))
     parser.add_argument("task", choices=["reverse"])
     parser.add_argument("out", type=Path)
@@ -108,6 +108,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
     print(f"wrote {len(pairs)} pairs over {len(words)} words to {args.out}")
 
-
-if __name__ == "__main__":
-    main()
