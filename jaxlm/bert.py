@@ -17,7 +17,7 @@ from flax import nnx
 from jaxlm.attention import padding_mask
 from jaxlm.config import ModelConfig
 from jaxlm.layers import Embedding, LayerNorm, Linear
-from jaxlm.transformer import EncoderBlock, rematerialized
+from jaxlm.transformer import EncoderBlock, apply_stack
 
 
 def _dtypes(config: ModelConfig) -> dict:
@@ -74,10 +74,7 @@ class BertModel(nnx.Module):
         check_inputs(self.config, input_ids_BT, token_type_ids_BT, attention_mask_BT)
         x_BTD = self.embeddings(input_ids_BT, token_type_ids_BT)
         mask_B11S = padding_mask(attention_mask_BT)
-        block = rematerialized(EncoderBlock.__call__, self.config.remat)
-        for i, layer in enumerate(self.layers):
-            with jax.named_scope(f"layer_{i}"):
-                x_BTD = block(layer, x_BTD, mask_B11S)
+        x_BTD = apply_stack(self.layers, x_BTD, mask_B11S, remat=self.config.remat)
         return x_BTD, self.pooler(x_BTD)
 
 

@@ -22,7 +22,7 @@ from jaxlm.attention import KVCache, padding_mask
 from jaxlm.config import ModelConfig
 from jaxlm.gpt import check_length, decoder_mask
 from jaxlm.layers import Embedding, LayerNorm
-from jaxlm.transformer import DecoderBlock, EncoderBlock, rematerialized
+from jaxlm.transformer import DecoderBlock, EncoderBlock, apply_stack, rematerialized
 
 
 def sinusoidal_positions(positions_BT: jax.Array, D: int) -> jax.Array:
@@ -79,10 +79,8 @@ class EncoderDecoderTransformer(nnx.Module):
         check_length(self.config, source_ids_BS.shape[1])
         x_BSD = self.embed(source_ids_BS, jnp.arange(source_ids_BS.shape[1])[None])
         mask_B11S = padding_mask(source_mask_BS)
-        block = rematerialized(EncoderBlock.__call__, self.config.remat)
-        for i, layer in enumerate(self.encoder_layers):
-            with jax.named_scope(f"encoder_{i}"):
-                x_BSD = block(layer, x_BSD, mask_B11S)
+        x_BSD = apply_stack(self.encoder_layers, x_BSD, mask_B11S, remat=self.config.remat,
+                            name="encoder")
         return self.encoder_norm(x_BSD)
 
     def embed(self, ids_BT: jax.Array, positions_BT: jax.Array) -> jax.Array:

@@ -22,7 +22,7 @@ from flax import nnx
 from jaxlm.attention import KVCache, causal_mask, padding_mask
 from jaxlm.config import ModelConfig
 from jaxlm.layers import Embedding, LayerNorm
-from jaxlm.transformer import DecoderBlock, rematerialized
+from jaxlm.transformer import DecoderBlock, apply_stack
 
 
 def padded_positions(attention_mask_BT: jax.Array) -> jax.Array:
@@ -93,10 +93,7 @@ class GPTLanguageModel(nnx.Module):
             positions_BT = padded_positions(attention_mask_BT)
         x_BTD = self.embed(input_ids_BT, positions_BT)
         mask_BTT = decoder_mask(attention_mask_BT, T)
-        block = rematerialized(DecoderBlock.__call__, self.config.remat)
-        for i, layer in enumerate(self.layers):
-            with jax.named_scope(f"layer_{i}"):
-                x_BTD = block(layer, x_BTD, mask_BTT)
+        x_BTD = apply_stack(self.layers, x_BTD, mask_BTT, remat=self.config.remat)
         return self.logits(x_BTD)
 
     def embed(self, input_ids_BT: jax.Array, positions_BT: jax.Array) -> jax.Array:

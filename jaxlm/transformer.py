@@ -23,6 +23,17 @@ def rematerialized(block_call, policy: str):
     return nnx.remat(block_call, policy=saveable)
 
 
+def apply_stack(layers, x_BTD: jax.Array, *args, remat: str, name: str = "layer") -> jax.Array:
+    """x through every block of `layers` in order (each called as `layer(x, *args)`),
+    rematerialized per `remat`, each under its own named scope so profiles read like the
+    code ("layer_0/attention/...")."""
+    block = rematerialized(type(layers[0]).__call__, remat)
+    for i, layer in enumerate(layers):
+        with jax.named_scope(f"{name}_{i}"):
+            x_BTD = block(layer, x_BTD, *args)
+    return x_BTD
+
+
 class FeedForward(nnx.Module):
     """Position-wise MLP: D -> F -> D with GELU (Vaswani et al. 3.3; BERT uses GELU, 3.1).
 
