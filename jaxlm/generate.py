@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import functools
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -167,10 +168,20 @@ def decode_text(tokenizer, ids: list[int]) -> str:
     return " ".join(parts[:-1])
 
 
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Text to token ids, with each "<extra_id_i>" as the T5 sentinel V + i."""
+    V, ids = tokenizer.get_vocab_size(), []
+    for i, piece in enumerate(re.split(r"<extra_id_(\d+)>", text)):
+        if i % 2:
+            ids.append(V + int(piece))
+        elif piece.strip():
+            ids.extend(tokenizer.encode(piece, add_special_tokens=False).ids)
+    return ids
+
+
 def encode_sources(tokenizer, texts: list[str], cfg) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded source ids and mask for the encoder, cut to the run's source length."""
-    ids = [tokenizer.encode(t, add_special_tokens=False).ids[:cfg.data.max_seq_length]
-           for t in texts]
+    ids = [encode_text(tokenizer, t)[:cfg.data.max_seq_length] for t in texts]
     pad = tokenizer.token_to_id("[PAD]")
     S = max(len(i) for i in ids)
     source = np.full((len(ids), S), pad, np.int32)

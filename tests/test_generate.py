@@ -76,6 +76,7 @@ def test_sentinels_decode_as_extra_ids():
     V = tokenizer.get_vocab_size()
     ka, lo = tokenizer.token_to_id("ka"), tokenizer.token_to_id("lo")
     assert gen.decode_text(tokenizer, [V, ka, lo, V + 1]) == "<extra_id_0> ka lo <extra_id_1>"
+    assert gen.encode_text(tokenizer, "<extra_id_0> ka lo <extra_id_1>") == [V, ka, lo, V + 1]
 
 
 def test_bad_requests_are_clear_errors(model):
