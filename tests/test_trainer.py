@@ -42,7 +42,7 @@ def _numpy_bert_loss(mlm_logits, nsp_logits, batch):
 def test_step_loss_is_berts_loss(parts):
     setup, step, batch, _ = parts
     state = setup.init()
-    module = trainer._merge(setup.model, jax.device_get(state.params), setup.rngs)
+    module = trainer.merge(setup.model, jax.device_get(state.params), setup.rngs)
     module.eval()
     mlm, nsp = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
                       batch["masked_positions"])
