@@ -75,7 +75,9 @@ KINDS = {"gpt": ["model.kind=gpt", "model.activation=gelu_tanh", "model.layer_no
          "encoder_decoder": ["model.kind=encoder_decoder", "model.position_embedding=sinusoidal"]}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# The encoder-decoder variant takes 90 s: slow; GPT covers the shared path by default.
+@pytest.mark.parametrize("kind", [
+    "gpt", pytest.param("encoder_decoder", marks=pytest.mark.slow)])
 def test_gpt_and_encoder_decoder_train_through_the_same_run_on_any_mesh(run_overrides, tmp_path,
                                                                         kind):
     """model.kind=gpt (packed next-token windows) and encoder_decoder (T5 span corruption):
@@ -219,6 +221,7 @@ def test_two_processes_train_checkpoint_and_resume_together(run_overrides, tmp_p
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), atol=1e-5)
 
 
+@pytest.mark.slow  # a minute; tests/test_bert.py checks bf16 numerics of the model itself
 def test_bfloat16_compute_trains_close_to_float32(run_overrides, tmp_path):
     _run(run_overrides, tmp_path / "f32", "train.steps=3")
     _run(run_overrides, tmp_path / "bf16", "train.steps=3", "model.dtype=bfloat16")
