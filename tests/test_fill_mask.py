@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxlm import fill_mask, pretrain
-from jaxlm.config import load
+from jaxlm import fill_mask
 
 WORDS = ["to", "be", "or", "not", "that", "is", "the", "question", ",", "."]
 
@@ -58,12 +57,13 @@ def test_buckets_and_errors(hf_dir):
     assert len(fill_mask.fill_mask(model, tokenizer, ["[MASK] " + "be " * 80])[0]) == 1
 
 
-def test_command_line_on_a_pretraining_run(run_overrides, tmp_path, capsys):
-    run_dir = tmp_path / "bert"
-    pretrain.run(load(pretrain.DEFAULT_CONFIG, [*run_overrides, f"run_dir={run_dir}"]))
-    assert fill_mask.main(["--checkpoint", str(run_dir), "--top-k", "2",
-                           "ka [MASK] mi", "[MASK] lo [MASK]"]) == 0
+def test_command_line(hf_dir, tmp_path, capsys):
+    """On a Hugging Face directory; a jaxlm run directory goes through the same
+    `checkpoint.load_for_inference` as generation (tests/test_generate.py)."""
+    assert fill_mask.main(["--checkpoint", str(hf_dir[0]), "--top-k", "2",
+                           "to [MASK] or", "[MASK] is the [MASK]"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "ka [MASK] mi" and out[1].startswith("  [MASK] 1: ")
+    assert out[0] == "to [MASK] or" and out[1].startswith("  [MASK] 1: ")
     assert len(out) == 5
     assert fill_mask.main(["--checkpoint", str(tmp_path / "none"), "x [MASK]"]) == 1
+    assert "no checkpoint found" in capsys.readouterr().err
