@@ -28,7 +28,6 @@ from jaxlm.gpt import GPTLanguageModel
 @dataclasses.dataclass(frozen=True)
 class Task:
     objectives: tuple[str, ...]  # loss terms, e.g. ("mlm", "nsp")
-    batch_keys: tuple[str, ...]  # the arrays a batch holds
     data: str  # the instances `data.prepare` builds: "bert", "causal_lm", "span_corruption"
     build: typing.Callable[[ModelConfig, nnx.Rngs], nnx.Module]
     counts: typing.Callable[[dict], dict]  # batch -> {objective: float32 predictions}
@@ -130,25 +129,20 @@ def encoder_decoder_train_flops(cfg: ModelConfig, batch: int, source: int,
 
 
 TASKS = {
-    "bert": Task(objectives=("mlm", "nsp"),
-                 batch_keys=("input_ids", "token_type_ids", "attention_mask",
-                             "masked_positions", "masked_ids", "masked_weights",
-                             "next_sentence_label"),
-                 data="bert", build=lambda cfg, rngs: BertForPreTraining(cfg, rngs=rngs),
+    "bert": Task(objectives=("mlm", "nsp"), data="bert",
+                 build=lambda cfg, rngs: BertForPreTraining(cfg, rngs=rngs),
                  counts=bert_counts, sums=bert_sums,
                  flops=lambda cfg, s: bert_train_flops(cfg, *s["input_ids"],
                                                        s["masked_positions"][1]),
                  tokens=lambda s: s["input_ids"][0] * s["input_ids"][1]),
-    "gpt": Task(objectives=("lm",), batch_keys=("input_ids", "target_ids"), data="causal_lm",
+    "gpt": Task(objectives=("lm",), data="causal_lm",
                 build=lambda cfg, rngs: GPTLanguageModel(cfg, rngs=rngs),
                 counts=lm_counts, sums=lm_sums,
                 flops=lambda cfg, s: gpt_train_flops(cfg, *s["input_ids"]),
                 tokens=lambda s: s["input_ids"][0] * s["input_ids"][1]),
     "encoder_decoder": Task(
-        objectives=("lm",),
-        batch_keys=("source_ids", "source_mask", "decoder_input_ids", "target_ids",
-                    "target_weights"),
-        data="span_corruption", build=lambda cfg, rngs: EncoderDecoderTransformer(cfg, rngs=rngs),
+        objectives=("lm",), data="span_corruption",
+        build=lambda cfg, rngs: EncoderDecoderTransformer(cfg, rngs=rngs),
         counts=target_counts, sums=encoder_decoder_sums,
         flops=lambda cfg, s: encoder_decoder_train_flops(cfg, *s["source_ids"],
                                                          s["target_ids"][1]),
