@@ -2,14 +2,18 @@
 
     model, config = from_pretrained("path/to/bert")   # config.json + model.safetensors
     save_pretrained(model, config, "out/")            # transformers loads "out/"
+    python -m jaxlm.hf export --checkpoint runs/bert_tiny --out hf_bert_tiny/
 
 Reading safetensors needs only numpy; `pytorch_model.bin` needs torch.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -231,3 +235,60 @@ def save_pretrained(model: BertForPreTraining, config: ModelConfig, path: str | 
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
     return directory
+
+
+def save_tokenizer(tokenizer_path: str | Path, config: ModelConfig, path: str | Path) -> None:
+    """Writes the tokenizer as Hugging Face BERT expects it next to the model: tokenizer.json
+    (fast tokenizers), vocab.txt (one token per line, id = line number) and
+    tokenizer_config.json."""
+    from jaxlm.data import load_tokenizer
+
+    directory = Path(path)
+    tokenizer = load_tokenizer(tokenizer_path)
+    shutil.copyfile(tokenizer_path, directory / "tokenizer.json")
+    vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+    if [i for _, i in vocab] != list(range(len(vocab))):
+        raise ValueError(f"{tokenizer_path}: token ids are not 0..{len(vocab) - 1}")
+    (directory / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
+    normalizer = tokenizer.normalizer
+    lowercase = normalizer is not None and normalizer.normalize_str("A") == "a"
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+        "model_max_length": config.max_position_embeddings, "unk_token": "[UNK]",
+        "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+        "mask_token": "[MASK]"}, indent=2) + "\n")
+
+
+def export(run_dir: str | Path, out: str | Path) -> Path:
+    """A jaxlm BERT run's newest checkpoint and tokenizer as a Hugging Face directory."""
+    from jaxlm.checkpoint import load_for_inference
+
+    model, cfg = load_for_inference(run_dir)
+    if cfg.model.kind != "bert":
+        raise ValueError(f"{run_dir} holds a {cfg.model.kind!r} model; export writes BERT")
+    tokenizer_path = Path(run_dir) / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"{tokenizer_path} not found (train.py writes it)")
+    directory = save_pretrained(model, cfg.model, out)
+    save_tokenizer(tokenizer_path, cfg.model, directory)
+    return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jaxlm.hf", description=(
+        "Hugging Face BERT directories from jaxlm runs."))
+    commands = parser.add_subparsers(dest="command", required=True)
+    export_cmd = commands.add_parser("export", help="write a run as a Hugging Face directory")
+    export_cmd.add_argument("--checkpoint", required=True, help="a jaxlm BERT run directory")
+    export_cmd.add_argument("--out", required=True, help="the directory to write")
+    args = parser.parse_args(argv)
+    try:
+        print(export(args.checkpoint, args.out))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -161,3 +161,44 @@ def test_real_minilm_checkpoint_matches_transformers():
                      attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
     real = mask.astype(bool)
     assert np.abs(np.asarray(ours)[real] - theirs[real]).max() < 1e-5
+
+
+def test_exported_run_loads_in_transformers_with_its_tokenizer(tmp_path):
+    """A jaxlm BERT with a trained tokenizer, written as a run directory would export it:
+    transformers gives the same logits and the same token ids."""
+    from flax import nnx
+
+    from jaxlm.bert import BertForPreTraining
+    from jaxlm.config import ModelConfig
+    from jaxlm.data import load_tokenizer
+    from jaxlm.data.tokenizer import train_tokenizer
+
+    text = ["to be or not to be , that is the question .", "whether tis nobler in the mind"]
+    tokenizer = train_tokenizer(lambda: text * 20, 60, True)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=2,
+                         num_heads=4, intermediate_size=37, max_position_embeddings=64,
+                         hidden_dropout=0.0, attention_dropout=0.0)
+    model = BertForPreTraining(config, rngs=nnx.Rngs(0))
+    model.eval()
+    out = hf.save_pretrained(model, config, tmp_path / "hf")
+    hf.save_tokenizer(tmp_path / "tokenizer.json", config, out)
+
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(out)
+    slow_tok = transformers.BertTokenizer.from_pretrained(out)
+    ours_tok = load_tokenizer(tmp_path / "tokenizer.json")
+    sentence = "To be, or not to be: that is the question"
+    assert theirs_tok(sentence)["input_ids"] == ours_tok.encode(sentence).ids
+    assert slow_tok(sentence)["input_ids"] == ours_tok.encode(sentence).ids
+    ids = np.asarray([ours_tok.encode(sentence).ids])
+    reloaded = transformers.BertForPreTraining.from_pretrained(out).eval()
+    with torch.no_grad():
+        theirs = reloaded(torch.tensor(ids)).prediction_logits.numpy()
+    ours, _ = model(jnp.asarray(ids), jnp.zeros_like(jnp.asarray(ids)),
+                    jnp.ones_like(jnp.asarray(ids)))
+    assert np.abs(np.asarray(ours) - theirs).max() < 1e-5
+
+
+def test_export_needs_a_run(tmp_path):
+    assert hf.main(["export", "--checkpoint", str(tmp_path / "none"), "--out",
+                    str(tmp_path / "out")]) == 1
