@@ -192,3 +192,27 @@ def load_for_inference(path: str | Path, mesh=None):
     module.eval()
     log.info("loaded step %d from %s", step, directory)
     return module, cfg
+
+
+def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str):
+    """`load_for_inference` for a use that needs one of `kinds`, plus the run's tokenizer.
+
+    Returns:
+      (module, cfg, tokenizer_path), the tokenizer being the `tokenizer.json` that
+      train.py writes into the run directory.
+
+    Raises:
+      FileNotFoundError: no checkpoint, or no tokenizer.json in the run directory.
+      ValueError: the run holds another kind of model.
+    """
+    module, cfg = load_for_inference(path)
+    if cfg.model.kind not in kinds:
+        raise ValueError(f"{path} holds a {cfg.model.kind!r} model; {purpose} needs "
+                         f"model.kind {' or '.join(kinds)}")
+    run_dir = Path(path).absolute()
+    if run_dir.name == "checkpoints" and not (run_dir / "checkpoints").is_dir():
+        run_dir = run_dir.parent
+    tokenizer_path = run_dir / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"{tokenizer_path} not found (train.py writes it)")
+    return module, cfg, tokenizer_path

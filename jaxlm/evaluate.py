@@ -17,20 +17,18 @@ import numpy as np
 
 from jaxlm import bleu
 from jaxlm.beam_search import beam_search
-from jaxlm.checkpoint import load_for_inference
+from jaxlm.checkpoint import load_run
 from jaxlm.data import load_tokenizer, prepare
 from jaxlm.generate import decode_text
+from jaxlm.tasks import TASKS
 
 
 def evaluate(run_dir: str, *, beam_size: int = 4, length_penalty: float = 0.6,
              limit: int = 0, batch_size: int = 64) -> dict:
     """BLEU and exact match of beam-search outputs on the run's held-out split."""
-    model, cfg = load_for_inference(run_dir)
-    if cfg.model.kind != "encoder_decoder":
-        raise ValueError(f"{run_dir} holds a {cfg.model.kind!r} model; evaluation decodes "
-                         "encoder-decoder runs")
-    prepared = prepare(cfg.data, seed=cfg.train.seed, objective="span_corruption")
-    tokenizer = load_tokenizer(prepared.tokenizer_path)
+    model, cfg, tokenizer_path = load_run(run_dir, ("encoder_decoder",), "evaluation")
+    prepared = prepare(cfg.data, seed=cfg.train.seed, objective=TASKS[cfg.model.kind].data)
+    tokenizer = load_tokenizer(tokenizer_path)
     split = {k: np.load(prepared.directory / "eval" / f"{k}.npy")
              for k in ("source_ids", "source_mask", "target_ids", "target_weights")}
     n = len(split["source_ids"]) if not limit else min(limit, len(split["source_ids"]))

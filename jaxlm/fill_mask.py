@@ -24,7 +24,7 @@ from flax import nnx
 
 from jaxlm.bert import BertForPreTraining
 from jaxlm.data import DataError, load_tokenizer
-from jaxlm.data.tokenizer import special_ids
+from jaxlm.data.tokenizer import SpecialIds, special_ids
 
 log = logging.getLogger(__name__)
 MASK = "[MASK]"
@@ -38,16 +38,15 @@ def bucket(n: int, limit: int, smallest: int = 16) -> int:
     return min(size, limit)
 
 
-def encode_with_masks(tokenizer, text: str, mask_id: int) -> list[int]:
+def encode_with_masks(tokenizer, text: str, ids: SpecialIds) -> list[int]:
     """[CLS] text [SEP] with every literal "[MASK]" as the mask token, whatever the
     tokenizer's own handling of that string."""
-    ids = []
+    row = [ids.cls]
     for i, piece in enumerate(text.split(MASK)):
         if i:
-            ids.append(mask_id)
-        ids.extend(tokenizer.encode(piece, add_special_tokens=False).ids)
-    ids_special = special_ids(tokenizer)
-    return [ids_special.cls, *ids, ids_special.sep]
+            row.append(ids.mask)
+        row.extend(tokenizer.encode(piece, add_special_tokens=False).ids)
+    return row + [ids.sep]
 
 
 @functools.cache
@@ -70,7 +69,7 @@ def fill_mask(model: BertForPreTraining, tokenizer, texts: list[str],
     """
     ids = special_ids(tokenizer)
     limit = model.config.max_position_embeddings
-    rows = [encode_with_masks(tokenizer, t, ids.mask) for t in texts]
+    rows = [encode_with_masks(tokenizer, t, ids) for t in texts]
     for text, row in zip(texts, rows, strict=True):
         if ids.mask not in row:
             raise ValueError(f"no {MASK} in {text!r}")
@@ -115,14 +114,10 @@ def load(path: str | Path):
             if (directory / name).is_file():
                 return model, load_tokenizer(directory / name)
         raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the model")
-    from jaxlm.checkpoint import load_for_inference
+    from jaxlm.checkpoint import load_run
 
-    model, cfg = load_for_inference(directory)
-    if cfg.model.kind != "bert":
-        raise ValueError(f"{directory} holds a {cfg.model.kind!r} model; fill-mask needs BERT")
-    if not (directory / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{directory / 'tokenizer.json'} not found (train.py writes it)")
-    return model, load_tokenizer(directory / "tokenizer.json")
+    model, _, tokenizer_path = load_run(directory, ("bert",), "fill-mask")
+    return model, load_tokenizer(tokenizer_path)
 
 
 def main(argv: list[str] | None = None) -> int:

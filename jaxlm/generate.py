@@ -19,7 +19,6 @@ import functools
 import logging
 import re
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -214,28 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p)
         from jaxlm.beam_search import beam_search
-        from jaxlm.checkpoint import load_for_inference
+        from jaxlm.checkpoint import load_run
         from jaxlm.data import load_tokenizer
 
-        model, cfg = load_for_inference(args.checkpoint)
-        tokenizer_path = Path(args.checkpoint) / "tokenizer.json"
-        if not tokenizer_path.is_file():
-            raise FileNotFoundError(f"{tokenizer_path} not found (train.py writes it)")
+        model, cfg, tokenizer_path = load_run(args.checkpoint, ("gpt", "encoder_decoder"),
+                                              "generation")
         tokenizer = load_tokenizer(tokenizer_path)
         sep, pad = tokenizer.token_to_id("[SEP]"), tokenizer.token_to_id("[PAD]")
         if cfg.model.kind == "gpt":
             prompts = [tokenizer.encode(p, add_special_tokens=False).ids for p in args.prompt]
             outputs = generate(model, prompts, args.max_new_tokens, sampling=sampling,
                                seed=args.seed, pad_id=pad, stop_id=sep)
-        elif cfg.model.kind == "encoder_decoder":
+        else:
             source, mask = encode_sources(tokenizer, args.prompt, cfg)
             outputs = [ids for ids, _ in beam_search(
                 model, source, mask, args.max_new_tokens, beam_size=args.beam_size,
                 length_penalty=args.length_penalty, start_id=tokenizer.token_to_id("[CLS]"),
                 end_id=sep)]
-        else:
-            raise ValueError(f"{args.checkpoint} holds a {cfg.model.kind!r} model; generation "
-                             "needs model.kind gpt or encoder_decoder")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -113,9 +113,9 @@ def to_hf(x: np.ndarray, layout: str) -> np.ndarray:
     return x
 
 
-def _entries(num_layers: int):
-    """The table with {i} expanded for every layer."""
-    for hf_name, path, layout in TABLE:
+def expand_table(table: tuple[tuple[str, str, str], ...], num_layers: int):
+    """(hf_name, jaxlm path, layout) rows of a mapping table, {i} expanded for every layer."""
+    for hf_name, path, layout in table:
         for i in range(num_layers) if "{i}" in hf_name else [None]:
             yield hf_name.format(i=i), path.format(i=i), layout
 
@@ -204,7 +204,7 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
     by_path = {".".join(map(str, k)): k for k, _ in params}
     values = dict(params)
     missing = []
-    for hf_name, path_, layout in _entries(config.num_layers):
+    for hf_name, path_, layout in expand_table(TABLE, config.num_layers):
         if hf_name not in weights:
             missing.append(hf_name)
             continue
@@ -231,7 +231,7 @@ def save_pretrained(model: BertForPreTraining, config: ModelConfig, path: str | 
     params = {".".join(map(str, k)): np.asarray(v.get_value(), dtype=np.float32)
               for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
-               for hf_name, path_, layout in _entries(config.num_layers)}
+               for hf_name, path_, layout in expand_table(TABLE, config.num_layers)}
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
     return directory
@@ -261,14 +261,9 @@ def save_tokenizer(tokenizer_path: str | Path, config: ModelConfig, path: str | 
 
 def export(run_dir: str | Path, out: str | Path) -> Path:
     """A jaxlm BERT run's newest checkpoint and tokenizer as a Hugging Face directory."""
-    from jaxlm.checkpoint import load_for_inference
+    from jaxlm.checkpoint import load_run
 
-    model, cfg = load_for_inference(run_dir)
-    if cfg.model.kind != "bert":
-        raise ValueError(f"{run_dir} holds a {cfg.model.kind!r} model; export writes BERT")
-    tokenizer_path = Path(run_dir) / "tokenizer.json"
-    if not tokenizer_path.is_file():
-        raise FileNotFoundError(f"{tokenizer_path} not found (train.py writes it)")
+    model, cfg, tokenizer_path = load_run(run_dir, ("bert",), "export")
     directory = save_pretrained(model, cfg.model, out)
     save_tokenizer(tokenizer_path, cfg.model, directory)
     return directory

@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxlm.config import ModelConfig
 from jaxlm.gpt import GPTLanguageModel
-from jaxlm.hf import load_arrays
+from jaxlm.hf import expand_table, load_arrays
 
 # Hugging Face name -> jaxlm parameter path, and how the array is laid out on each side.
 #   same:   identical arrays, reshaped ([D, D] <-> [N, H, D], [D] <-> [N, H], ...)
@@ -106,17 +106,16 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
     params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     by_path = {".".join(map(str, k)): k for k in params}
     used = set()
-    for hf_template, path_template, layout in TABLE:
-        for i in range(config.num_layers) if "{i}" in hf_template else [None]:
-            hf_name, key = hf_template.format(i=i), by_path[path_template.format(i=i)]
-            if hf_name not in weights:
-                raise ValueError(f"{directory}: checkpoint has no {hf_name}")
-            try:
-                array = to_jaxlm(weights[hf_name], layout, params[key].shape)
-            except ValueError as e:
-                raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
-            params[key].set_value(array.astype(config.param_dtype))
-            used.add(hf_name)
+    for hf_name, path_, layout in expand_table(TABLE, config.num_layers):
+        key = by_path[path_]
+        if hf_name not in weights:
+            raise ValueError(f"{directory}: checkpoint has no {hf_name}")
+        try:
+            array = to_jaxlm(weights[hf_name], layout, params[key].shape)
+        except ValueError as e:
+            raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
+        params[key].set_value(array.astype(config.param_dtype))
+        used.add(hf_name)
     unused = [k for k in weights if k not in used and not k.endswith(_REDUNDANT)]
     if unused:
         warnings.warn(f"{directory}: ignored checkpoint arrays: {', '.join(unused)}",

@@ -38,8 +38,8 @@ def test_split_windows_are_exactly_the_split_documents(tmp_path):
     for name, array in zip(("tokens", "sentence_offsets", "doc_offsets"), _documents(),
                            strict=True):
         np.save(corpus / f"{name}.npy", array)
-    counts = pipeline._write_packed(tmp_path, {"train": [0, 2], "eval": [1]}, TRAINED_IDS, 3,
-                                    np.uint16)
+    counts = pipeline._write_windows(tmp_path, {"train": [0, 2], "eval": [1]}, TRAINED_IDS, 3,
+                                     np.uint16, lambda split, windows: windows)
     train = {k: np.load(tmp_path / "train" / f"{k}.npy") for k in packing.KEYS}
     np.testing.assert_array_equal(train["input_ids"], [[1, 2, 3], [3, 7, 8]])
     np.testing.assert_array_equal(train["target_ids"], [[2, 3, 3], [7, 8, 9]])

@@ -72,7 +72,7 @@ class Prepared:
     """A prepared data directory, as its manifest describes it."""
 
     directory: Path  # holds manifest.json, tokenizer.json and the train/ eval/ arrays
-    objective: str  # "bert" (pairs + masks) or "causal_lm" (packed windows)
+    objective: str  # "bert", "causal_lm", "span_corruption" or "pairs" (see `prepare`)
     tokenizer_path: Path  # the tokenizer that produced the ids
     vocab_size: int  # V; the model's embedding table must have exactly this many rows
     num_train: int  # training instances (all dupe passes)
@@ -248,9 +248,15 @@ def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: P
 
     workers = 1
     if settings["objective"] == "causal_lm":
-        counts = _write_packed(out, splits, ids, cfg.max_seq_length, ids_dtype)
+        counts = _write_windows(out, splits, ids, cfg.max_seq_length, ids_dtype,
+                                lambda split, windows: windows)
     elif settings["objective"] == "span_corruption":
-        counts = _write_span_corruption(out, splits, ids, cfg.max_seq_length, vocab_size, seed)
+        def corrupted(split, windows):
+            rng = np.random.default_rng([seed if split == "train" else EVAL_SEED, 1])
+            return span_corruption.build(windows["input_ids"], vocab_size, ids.cls, ids.sep,
+                                         rng)
+
+        counts = _write_windows(out, splits, ids, cfg.max_seq_length, ids_dtype, corrupted)
         vocab_size += span_corruption.NUM_SENTINELS
     else:
         workers = cfg.num_workers or os.cpu_count() or 1
@@ -310,37 +316,22 @@ def _build_pairs(cfg: DataConfig, files: list[Path], settings: dict, out: Path) 
             "timing": {"total_s": round(time.perf_counter() - start, 2)}}
 
 
-def _write_packed(out: Path, splits: dict, ids: SpecialIds, length: int, ids_dtype) -> dict:
-    """Causal-LM windows of each split (see `packing`), [SEP] between documents."""
+def _write_windows(out: Path, splits: dict, ids: SpecialIds, length: int, ids_dtype,
+                   instances) -> dict:
+    """Each split's documents packed into windows of `length` next-token pairs (see
+    `packing`, [SEP] between documents), turned into stored arrays by
+    `instances(split, windows)`: the windows themselves for a causal LM, T5 span corruption
+    of them for the encoder-decoder ([CLS] starts the decoder, [SEP] ends each target)."""
     counts = {}
     for split, doc_ids in splits.items():
         (out / split).mkdir()
         stream = packing.token_stream(open_documents(out / "corpus", doc_ids), ids.sep,
                                       ids_dtype)
         windows = packing.pack(stream, length)
-        for key, rows in windows.items():
+        for key, rows in instances(split, windows).items():
             np.save(out / split / f"{key}.npy", rows)
         counts[split] = {"num_instances": len(windows["input_ids"]),
                          "num_documents": len(doc_ids), "num_tokens": len(stream)}
-    return counts
-
-
-def _write_span_corruption(out: Path, splits: dict, ids: SpecialIds, length: int,
-                           vocab_size: int, seed: int) -> dict:
-    """T5 span-corruption instances of windows of `length` tokens (see `span_corruption`);
-    [CLS] starts the decoder, [SEP] ends each target."""
-    counts = {}
-    for split, doc_ids in splits.items():
-        (out / split).mkdir()
-        stream = packing.token_stream(open_documents(out / "corpus", doc_ids), ids.sep,
-                                      np.int64)
-        windows = packing.pack(stream, length)["input_ids"]
-        rng = np.random.default_rng([seed if split == "train" else EVAL_SEED, 1])
-        arrays = span_corruption.build(windows, vocab_size, ids.cls, ids.sep, rng)
-        for key, rows in arrays.items():
-            np.save(out / split / f"{key}.npy", rows)
-        counts[split] = {"num_instances": len(windows), "num_documents": len(doc_ids),
-                         "num_tokens": len(stream)}
     return counts
 
 
