@@ -66,13 +66,16 @@ def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arra
 class MultiHeadAttention(nnx.Module):
     """Projects to N heads of width H, attends, and projects back to D (Vaswani et al. 3.2.2).
 
-    Self-attention when `context_BSD` is None; cross-attention over it otherwise.
+    With `config.lora_rank` > 0 the four projections carry LoRA adapters (Hu et al. 2021
+    apply them to the attention weights). Self-attention when `context_BSD` is None;
+    cross-attention over it otherwise.
     """
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         D, N, H = config.hidden_size, config.num_heads, config.head_dim
         kw = dict(init_std=config.initializer_range, dtype=jnp.dtype(config.dtype),
-                  param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
+                  param_dtype=jnp.dtype(config.param_dtype), rngs=rngs,
+                  lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)
         in_axes = ("embed", "heads", "kv")
         self.query = Linear("BTD,DNH->BTNH", (D, N, H), in_axes, **kw)
         self.key = Linear("BSD,DNH->BSNH", (D, N, H), in_axes, **kw)

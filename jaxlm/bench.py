@@ -89,15 +89,14 @@ def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
     train_cfg = TrainConfig(steps=1000, warmup_steps=10)
     tx = optim.make_optimizer(train_cfg)
     setup = trainer.setup_state(cfg, 0, tx, mesh)
-    step = trainer.make_train_step(setup.model, tx, optim.learning_rate_schedule(train_cfg),
-                                   mesh, setup.shardings)
+    step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh)
     device_batch = sharding.global_batch(batch, mesh)
     holder = {"state": setup.init()}
-    compiled = step.lower(holder["state"], setup.rngs, device_batch).compile()
+    compiled = step.lower(holder["state"], setup.fixed, device_batch).compile()
     memory = compiled.memory_analysis()
 
     def one():
-        holder["state"], out = step(holder["state"], setup.rngs, device_batch)
+        holder["state"], out = step(holder["state"], setup.fixed, device_batch)
         jax.block_until_ready(out["loss"])
 
     seconds = _time(one, steps)

@@ -141,6 +141,32 @@ class BertForPreTraining(nnx.Module):
         return mlm_logits, self.nsp_head(pooled_BD)
 
 
+class BertForSequenceClassification(nnx.Module):
+    """BERT fine-tuned for classification: pooled [CLS] -> dropout -> linear, K classes (BERT 4.1).
+
+        logits_BK = model(input_ids_BT, token_type_ids_BT, attention_mask_BT)
+
+    Sentence pairs are packed as [CLS] a [SEP] b [SEP] with segment ids 0 then 1, exactly as
+    in pretraining.
+    """
+
+    def __init__(self, config: ModelConfig, num_labels: int, *, classifier_dropout: float,
+                 rngs: nnx.Rngs):
+        if num_labels < 2:
+            raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
+        self.config = config
+        self.bert = BertModel(config, rngs=rngs)
+        self.dropout = nnx.Dropout(classifier_dropout, rngs=rngs)
+        self.classifier = Linear("BD,DK->BK", (config.hidden_size, num_labels), ("embed", None),
+                                 init_std=config.initializer_range, rngs=rngs, **_dtypes(config))
+
+    def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,
+                 attention_mask_BT: jax.Array) -> jax.Array:
+        """Returns logits_BK in float32."""
+        _, pooled_BD = self.bert(input_ids_BT, token_type_ids_BT, attention_mask_BT)
+        return self.classifier(self.dropout(pooled_BD)).astype(jnp.float32)
+
+
 def check_inputs(config: ModelConfig, input_ids_BT, token_type_ids_BT, attention_mask_BT):
     """Raises ValueError naming the problem when the inputs cannot go through the model."""
     if input_ids_BT.ndim != 2:

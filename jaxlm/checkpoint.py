@@ -55,6 +55,7 @@ class Checkpointer:
         ])
         options = ocp.CheckpointManagerOptions(
             preservation_policy=preserve,
+            best_fn=lambda m: m[best_metric], best_mode="max",  # for best_step()
             enable_async_checkpointing=cfg.async_checkpoint,
             cleanup_tmp_directories=True,  # a save cut short leaves only a temporary dir
             create=True,
@@ -64,6 +65,10 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The kept step with the highest `best_metric`; the newest if none has metrics."""
+        return self.manager.best_step() or self.manager.latest_step()
 
     def save(self, step: int, state, data_iterator, config: dict,
              metrics: dict | None = None) -> None:
@@ -150,28 +155,19 @@ def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
         )
 
 
-def load_for_inference(path: str | Path, mesh=None):
-    """The trained module (eval mode) and config of the newest checkpoint under `path`.
-
-    Args:
-      path: a run directory (holding `checkpoints/`) or its `checkpoints/` directory.
-      mesh: where to place the parameters; default all local devices, data parallel.
-
-    Returns:
-      (module, cfg): a `BertForPreTraining` or `GPTLanguageModel` with the trained
-      parameters, and the run's `Config`.
+def open_latest(path: str | Path):
+    """A read-only manager over `path` (a run directory or its checkpoints/), the newest
+    step and that step's saved config (a dict).
 
     Raises:
       FileNotFoundError: no checkpoint under `path`.
     """
-    from jaxlm import optim, sharding, trainer
-    from jaxlm.config import Config, MeshConfig, from_dict
-
     directory = Path(path).absolute()
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
     missing = FileNotFoundError(f"{path}: no checkpoint found (expected a run directory "
-                                f"written by train.py, or its checkpoints/ directory)")
+                                f"written by train.py or jaxlm.finetune, or its checkpoints/ "
+                                f"directory)")
     if not directory.is_dir():
         raise missing
     manager = ocp.CheckpointManager(
@@ -181,16 +177,46 @@ def load_for_inference(path: str | Path, mesh=None):
     if step is None:
         raise missing
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    cfg = from_dict(Config, saved["config"])
-    mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig(data=-1))
-    tx = optim.make_optimizer(cfg.train)
-    setup = trainer.setup_state(cfg.model, cfg.train.seed, tx, mesh)
+    log.info("loading step %d from %s", step, directory)
+    return manager, step, saved["config"]
+
+
+def restore_params(manager, step: int, abstract_state):
+    """The trained parameters of checkpoint `step`, placed like `abstract_state.params`."""
     restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(setup.abstract)))
+        state=ocp.args.StandardRestore(abstract_state)))
+    return restored["state"].params
+
+
+def load_for_inference(path: str | Path, mesh=None):
+    """The trained module (eval mode) and config of the newest checkpoint under `path`.
+
+    Args:
+      path: a run directory (holding `checkpoints/`) or its `checkpoints/` directory.
+      mesh: where to place the parameters; default all local devices, data parallel.
+
+    Returns:
+      (module, cfg): a `BertForPreTraining`, `GPTLanguageModel` or
+      `EncoderDecoderTransformer` with the trained parameters, and the run's `Config`.
+
+    Raises:
+      FileNotFoundError: no checkpoint under `path`.
+      ValueError: a fine-tuning run (load it with `jaxlm.finetune.load_classifier`).
+    """
+    from jaxlm import optim, sharding, trainer
+    from jaxlm.config import Config, MeshConfig, from_dict
+
+    manager, step, saved = open_latest(path)
+    if "labels" in saved:
+        manager.close()
+        raise ValueError(f"{path} is a fine-tuned classifier; use python -m jaxlm.classify")
+    cfg = from_dict(Config, saved)
+    mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig(data=-1))
+    setup = trainer.setup_state(cfg.model, cfg.train.seed, optim.make_optimizer(cfg.train), mesh)
+    params = restore_params(manager, step, setup.abstract)
     manager.close()
-    module = trainer.merge(setup.model, restored["state"].params, setup.rngs)
+    module = trainer.merge(setup.model, params, setup.fixed)
     module.eval()
-    log.info("loaded step %d from %s", step, directory)
     return module, cfg
 
 

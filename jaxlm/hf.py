@@ -21,8 +21,9 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from jaxlm.bert import BertForPreTraining
+from jaxlm.bert import BertForPreTraining, BertForSequenceClassification
 from jaxlm.config import ModelConfig
+from jaxlm.layers import Linear
 
 # Hugging Face name -> jaxlm parameter path, and how the array is laid out on each side.
 #   same:        identical arrays
@@ -67,6 +68,12 @@ TABLE: tuple[tuple[str, str, str], ...] = (
     ("cls.predictions.bias", "mlm_head.bias", "same"),
     ("cls.seq_relationship.weight", "nsp_head.dense.kernel", "dense"),
     ("cls.seq_relationship.bias", "nsp_head.dense.bias", "same"),
+)
+
+# BertForSequenceClassification: the encoder rows of TABLE and the classifier.
+CLASSIFIER_TABLE = tuple(row for row in TABLE if row[0].startswith("bert.")) + (
+    ("classifier.weight", "classifier.kernel", "dense"),
+    ("classifier.bias", "classifier.bias", "same"),
 )
 
 # Present in Hugging Face files but carried by other entries: the output projection is
@@ -183,12 +190,13 @@ def read_weights(directory: Path) -> dict[str, np.ndarray]:
     return renamed
 
 
-def from_pretrained(path: str | Path, *, dtype: str = "float32",
-                    seed: int = 0) -> tuple[BertForPreTraining, ModelConfig]:
+def from_pretrained(path: str | Path, *, dtype: str = "float32", seed: int = 0,
+                    encoder_only: bool = False) -> tuple[BertForPreTraining, ModelConfig]:
     """Loads a Hugging Face BERT directory as a jaxlm `BertForPreTraining`.
 
     Parameters absent from the checkpoint (e.g. the pretraining heads of a bare
-    `BertModel`) keep their fresh initialisation from `seed`, with a warning naming them.
+    `BertModel`) keep their fresh initialisation from `seed`, with a warning naming them;
+    with `encoder_only` (for fine-tuning) only missing `bert.*` parameters are named.
 
     Raises:
       FileNotFoundError: no config.json or weights in `path`.
@@ -206,7 +214,8 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
     missing = []
     for hf_name, path_, layout in expand_table(TABLE, config.num_layers):
         if hf_name not in weights:
-            missing.append(hf_name)
+            if hf_name.startswith("bert.") or not encoder_only:
+                missing.append(hf_name)
             continue
         key = by_path[path_]
         try:
@@ -224,16 +233,36 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
     return model, config
 
 
-def save_pretrained(model: BertForPreTraining, config: ModelConfig, path: str | Path) -> Path:
-    """Writes config.json + model.safetensors that transformers' BertForPreTraining loads."""
+def merged_params(model: nnx.Module) -> dict[str, np.ndarray]:
+    """The model's parameters by dotted path, float32, with every LoRA adapter added into
+    its kernel (W + A B alpha / R) and the adapters themselves left out."""
+    params = {".".join(map(str, k)): np.asarray(v.get_value(), dtype=np.float32)
+              for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param)) if "lora" not in k}
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, Linear) and module.lora is not None:
+            name = ".".join(map(str, path)) + ".kernel"
+            params[name] = params[name] + np.asarray(module.lora.delta(params[name].shape))
+    return params
+
+
+def save_pretrained(model: BertForPreTraining | BertForSequenceClassification,
+                    config: ModelConfig, path: str | Path,
+                    labels: tuple[str, ...] | None = None) -> Path:
+    """Writes config.json + model.safetensors that transformers loads: BertForPreTraining,
+    or BertForSequenceClassification (with id2label) when `labels` are given."""
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    params = {".".join(map(str, k)): np.asarray(v.get_value(), dtype=np.float32)
-              for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    params = merged_params(model)
+    table = CLASSIFIER_TABLE if labels else TABLE
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
-               for hf_name, path_, layout in expand_table(TABLE, config.num_layers)}
+               for hf_name, path_, layout in expand_table(table, config.num_layers)}
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(config_to_hf(config), indent=2) + "\n")
+    hf_config = config_to_hf(config)
+    if labels:
+        hf_config.update(architectures=["BertForSequenceClassification"],
+                         id2label=dict(enumerate(labels)),
+                         label2id={label: i for i, label in enumerate(labels)})
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     return directory
 
 
@@ -260,12 +289,22 @@ def save_tokenizer(tokenizer_path: str | Path, config: ModelConfig, path: str | 
 
 
 def export(run_dir: str | Path, out: str | Path) -> Path:
-    """A jaxlm BERT run's newest checkpoint and tokenizer as a Hugging Face directory."""
-    from jaxlm.checkpoint import load_run
+    """A jaxlm run's newest checkpoint and tokenizer as a Hugging Face directory: a
+    pretraining run as BertForPreTraining, a fine-tuning run as
+    BertForSequenceClassification (LoRA adapters merged into the weights)."""
+    from jaxlm.checkpoint import load_run, open_latest
 
-    model, cfg, tokenizer_path = load_run(run_dir, ("bert",), "export")
-    directory = save_pretrained(model, cfg.model, out)
-    save_tokenizer(tokenizer_path, cfg.model, directory)
+    manager, _, saved = open_latest(run_dir)
+    manager.close()
+    if "labels" in saved:
+        from jaxlm.finetune import load_classifier
+
+        model, labels, tokenizer_path, _ = load_classifier(run_dir)
+        directory = save_pretrained(model, model.config, out, labels)
+    else:
+        model, cfg, tokenizer_path = load_run(run_dir, ("bert",), "export")
+        directory = save_pretrained(model, cfg.model, out)
+    save_tokenizer(tokenizer_path, model.config, directory)
     return directory
 
 
@@ -274,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         "Hugging Face BERT directories from jaxlm runs."))
     commands = parser.add_subparsers(dest="command", required=True)
     export_cmd = commands.add_parser("export", help="write a run as a Hugging Face directory")
-    export_cmd.add_argument("--checkpoint", required=True, help="a jaxlm BERT run directory")
+    export_cmd.add_argument("--checkpoint", required=True,
+                            help="a jaxlm BERT pretraining or fine-tuning run directory")
     export_cmd.add_argument("--out", required=True, help="the directory to write")
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,8 @@ metadata, one name per dimension ("vocab", "embed", "heads", "kv", "mlp" or None
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -28,15 +30,54 @@ def _einsum_parts(equation: str) -> tuple[str, str, str]:
     return x, kernel, out
 
 
+class LoRA(nnx.Module):
+    """A low-rank update x -> (x A) B * alpha / R beside a frozen kernel (Hu et al. 2021, 4.1).
+
+    For a kernel "DNH" read as [in=D, out=NH], `a` is [D, R] (Gaussian, std 1/sqrt(in)) and
+    `b` is [R, N, H] (zeros), so the adapted layer starts out equal to the pretrained one.
+    """
+
+    def __init__(self, equation: str, kernel_shape: tuple[int, ...], kernel_axes: tuple,
+                 rank: int, alpha: float, *, dtype, param_dtype, rngs: nnx.Rngs):
+        x_letters, kernel_letters, out_letters = _einsum_parts(equation)
+        ins = [i for i, c in enumerate(kernel_letters) if c not in out_letters]
+        outs = [i for i, c in enumerate(kernel_letters) if c in out_letters]
+        rows = "".join(c for c in x_letters if c not in kernel_letters)  # e.g. "BT"
+        contracted = "".join(kernel_letters[i] for i in ins)
+        kept = "".join(kernel_letters[i] for i in outs)
+        self.down = f"{x_letters},{contracted}R->{rows}R"  # e.g. "BTD,DR->BTR"
+        self.up = f"{rows}R,R{kept}->{out_letters}"  # e.g. "BTR,RNH->BTNH"
+        self.scale = alpha / rank
+        self.dtype = dtype
+        fan_in = math.prod(kernel_shape[i] for i in ins)
+        self.a = param(rngs, jax.nn.initializers.normal(fan_in ** -0.5),
+                       (*(kernel_shape[i] for i in ins), rank),
+                       (*(kernel_axes[i] for i in ins), None), param_dtype)
+        self.b = param(rngs, jax.nn.initializers.zeros, (rank, *(kernel_shape[i] for i in outs)),
+                       (None, *(kernel_axes[i] for i in outs)), param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = jnp.einsum(self.down, x.astype(self.dtype), self.a[...].astype(self.dtype))
+        return jnp.einsum(self.up, h, self.b[...].astype(self.dtype)) * self.scale
+
+    def delta(self, kernel_shape: tuple[int, ...]) -> jax.Array:
+        """The update as a full kernel, A B * alpha / R: what merging the adapter adds."""
+        a_IR = self.a[...].reshape(-1, self.a.shape[-1])
+        b_RO = self.b[...].reshape(self.b.shape[0], -1)
+        return (a_IR @ b_RO * self.scale).reshape(kernel_shape)
+
+
 class Linear(nnx.Module):
     """An affine map written as an einsum whose letters are the shape legend.
 
     `Linear("BTD,DNH->BTNH", (D, N, H), ("embed", "heads", "kv"), ...)` projects into heads.
-    The bias covers the kernel dimensions that survive into the output (here N, H).
+    The bias covers the kernel dimensions that survive into the output (here N, H). With
+    `lora_rank` > 0 a `LoRA` adapter adds its low-rank update to the output.
     """
 
     def __init__(self, equation: str, kernel_shape: tuple[int, ...], kernel_axes: tuple, *,
-                 init_std: float, dtype, param_dtype, rngs: nnx.Rngs):
+                 init_std: float, dtype, param_dtype, rngs: nnx.Rngs, lora_rank: int = 0,
+                 lora_alpha: float = 1.0):
         _, kernel_letters, out_letters = _einsum_parts(equation)
         if len(kernel_letters) != len(kernel_shape):
             raise ValueError(f"{equation}: kernel shape {kernel_shape} has the wrong rank")
@@ -47,10 +88,14 @@ class Linear(nnx.Module):
                             kernel_axes, param_dtype)
         self.bias = param(rngs, jax.nn.initializers.zeros, tuple(kernel_shape[i] for i in kept),
                           tuple(kernel_axes[i] for i in kept), param_dtype)
+        self.lora = (LoRA(equation, kernel_shape, kernel_axes, lora_rank, lora_alpha,
+                          dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                     if lora_rank else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = jnp.einsum(self.equation, x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        return y + self.bias[...].astype(self.dtype)
+        y = y + self.bias[...].astype(self.dtype)
+        return y if self.lora is None else y + self.lora(x)
 
 
 class Embedding(nnx.Module):

@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
@@ -27,7 +28,7 @@ from jax.experimental import multihost_utils
 
 from jaxlm import data, metrics, optim, plot, sharding, tasks, trainer
 from jaxlm.checkpoint import Checkpointer
-from jaxlm.config import Config, ConfigError, load, to_dict
+from jaxlm.config import Config, ConfigError, TrainConfig, load, to_dict
 
 log = logging.getLogger("jaxlm")
 
@@ -95,7 +96,7 @@ def resolve_model(cfg: Config, prepared: data.Prepared) -> Config:
     return dataclasses.replace(cfg, model=model)
 
 
-def evaluate(eval_step, task: tasks.Task, params, rngs, prepared: data.Prepared, cfg: Config,
+def evaluate(eval_step, task: tasks.Task, params, fixed, prepared: data.Prepared, cfg: Config,
              mesh) -> dict:
     """Loss, accuracy and perplexity on (the first `eval_steps` batches of) the held-out
     split, read in stored order so every evaluation sees the same examples."""
@@ -105,9 +106,72 @@ def evaluate(eval_step, task: tasks.Task, params, rngs, prepared: data.Prepared,
     for i, local in enumerate(loader):
         if cfg.train.eval_steps and i == cfg.train.eval_steps:
             break
-        sums = jax.device_get(eval_step(params, rngs, sharding.global_batch(local, mesh)))
+        sums = jax.device_get(eval_step(params, fixed, sharding.global_batch(local, mesh)))
         totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
     return tasks.eval_metrics(task, totals)
+
+
+def train_loop(train_cfg: TrainConfig, state: trainer.TrainState, fixed: trainer.Fixed,
+               train_step, batches, mesh, *, checkpoints: Checkpointer,
+               logger: metrics.MetricsLogger, config: dict,
+               evaluate: typing.Callable[[dict], dict],
+               stop_early: typing.Callable[[dict], bool] = lambda eval_line: False) -> dict:
+    """Steps from `state.step` to `train_cfg.steps`: log every `log_every`, evaluate every
+    `eval_every` (and at the end), checkpoint every `checkpoint_every`, at the end, on
+    SIGTERM/SIGINT and when `stop_early(eval_line)` says so. Closes `checkpoints` and
+    `logger`.
+
+    Args:
+      evaluate: params -> held-out metrics; the first objective's accuracy picks the best
+        checkpoint.
+      config: the run's config as a dict, saved in every checkpoint.
+
+    Returns:
+      {"train": last metrics line, "eval": last evaluation, "state": the final state}.
+
+    Raises:
+      NonFiniteError: `max_nonfinite_steps` consecutive NaN/inf steps.
+    """
+    summary: dict = {}
+    start = step = int(jax.device_get(state.step))
+    try:
+        with StopRequest() as stop:
+            logger.restart_clock(step)
+            while step < train_cfg.steps:
+                batch = sharding.global_batch(next(batches), mesh)
+                state, step_metrics = train_step(state, fixed, batch)
+                step += 1
+                logger.record(step, step_metrics)
+                last = step == train_cfg.steps
+                if step == start + 1:
+                    logger.restart_clock(step)  # leave compilation out of tokens/s
+                if step % train_cfg.log_every == 0 or last:
+                    summary["train"] = line = logger.flush(step)
+                    if line["bad_streak"] >= train_cfg.max_nonfinite_steps:
+                        raise NonFiniteError(
+                            f"{line['bad_streak']} consecutive steps up to step {step} had a "
+                            f"non-finite loss or gradient; their updates were skipped. The "
+                            f"newest checkpoint in {checkpoints.directory} predates them. "
+                            f"Lower train.learning_rate or use model.dtype=float32.")
+                eval_line = None
+                if train_cfg.eval_every and (step % train_cfg.eval_every == 0 or last):
+                    summary["eval"] = eval_line = evaluate(state.params)
+                    logger.write_eval(step, eval_line)
+                stopping = stop.requested()
+                early = eval_line is not None and not last and stop_early(eval_line)
+                if step % train_cfg.checkpoint_every == 0 or last or stopping or early:
+                    checkpoints.save(step, state, batches, config, eval_line)
+                if stopping or early:
+                    log.warning("stopped at step %d%s; checkpoint written to %s", step,
+                                " (early stopping)" if early else "", checkpoints.directory)
+                    break
+                if eval_line is not None:
+                    logger.restart_clock(step)
+    finally:
+        checkpoints.close()
+        logger.close()
+    summary["state"] = state
+    return summary
 
 
 def run(cfg: Config) -> dict:
@@ -134,9 +198,9 @@ def run(cfg: Config) -> dict:
 
     tx = optim.make_optimizer(cfg.train)
     setup = trainer.setup_state(cfg.model, cfg.train.seed, tx, mesh)
-    train_step = trainer.make_train_step(setup.model, tx, optim.learning_rate_schedule(cfg.train),
-                                         mesh, setup.shardings, cfg.train.grad_accum_steps)
-    eval_step = trainer.make_eval_step(setup.model, mesh, setup.shardings)
+    train_step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(cfg.train),
+                                         mesh, cfg.train.grad_accum_steps)
+    eval_step = trainer.make_eval_step(setup, mesh)
     batches = iter(data.make_loader(prepared, "train", cfg.train.batch_size,
                                     seed=cfg.train.seed, shuffle=True, num_epochs=None))
     if cfg.train.eval_every:  # fail now, not after an hour, if the eval split is too small
@@ -161,46 +225,11 @@ def run(cfg: Config) -> dict:
         flops_per_step=task.flops(cfg.model, shapes),
         peak=metrics.peak_flops(), keys=tasks.train_metric_keys(task),
         tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar)
-    summary: dict = {}
-    config_dict = to_dict(cfg)
-    try:
-        with StopRequest() as stop:
-            step = start
-            logger.restart_clock(step)
-            while step < cfg.train.steps:
-                batch = sharding.global_batch(next(batches), mesh)
-                state, step_metrics = train_step(state, setup.rngs, batch)
-                step += 1
-                logger.record(step, step_metrics)
-                last = step == cfg.train.steps
-                if step == start + 1:
-                    logger.restart_clock(step)  # leave compilation out of tokens/s
-                if step % cfg.train.log_every == 0 or last:
-                    summary["train"] = line = logger.flush(step)
-                    if line["bad_streak"] >= cfg.train.max_nonfinite_steps:
-                        raise NonFiniteError(
-                            f"{line['bad_streak']} consecutive steps up to step {step} had a "
-                            f"non-finite loss or gradient; their updates were skipped. The "
-                            f"newest checkpoint in {checkpoints.directory} predates them. "
-                            f"Lower train.learning_rate or use model.dtype=float32.")
-                eval_line = None
-                if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or last):
-                    eval_line = evaluate(eval_step, task, state.params, setup.rngs, prepared,
-                                         cfg, mesh)
-                    summary["eval"] = eval_line
-                    logger.write_eval(step, eval_line)
-                stopping = stop.requested()
-                if step % cfg.train.checkpoint_every == 0 or last or stopping:
-                    checkpoints.save(step, state, batches, config_dict, eval_line)
-                if stopping:
-                    log.warning("stopped at step %d; checkpoint written to %s", step,
-                                checkpoints.directory)
-                    break
-                if eval_line is not None:
-                    logger.restart_clock(step)
-    finally:
-        checkpoints.close()
-        logger.close()
+    summary = train_loop(
+        cfg.train, state, setup.fixed, train_step, batches, mesh, checkpoints=checkpoints,
+        logger=logger, config=to_dict(cfg),
+        evaluate=lambda params: evaluate(eval_step, task, params, setup.fixed, prepared, cfg,
+                                         mesh))
     if jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
         summary["plot"] = str(plot.plot_run(run_dir))
     summary["wall_s"] = time.perf_counter() - started
@@ -221,13 +250,20 @@ def parse_args(argv: list[str]) -> Config:
     return load(args.config, args.overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
+def setup_logging() -> None:
+    """INFO lines with a time stamp from the "jaxlm" loggers, on stderr."""
     # jaxlm's own handler: absl (imported by orbax) has already claimed the root logger.
+    if log.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))
     except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError) as e:

@@ -16,10 +16,11 @@ import typing
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxlm import losses
-from jaxlm.bert import BertForPreTraining
+from jaxlm.bert import BertForPreTraining, BertForSequenceClassification
 from jaxlm.config import ModelConfig
 from jaxlm.encoder_decoder import EncoderDecoderTransformer
 from jaxlm.gpt import GPTLanguageModel
@@ -28,7 +29,7 @@ from jaxlm.gpt import GPTLanguageModel
 @dataclasses.dataclass(frozen=True)
 class Task:
     objectives: tuple[str, ...]  # loss terms, e.g. ("mlm", "nsp")
-    data: str  # the instances `data.prepare` builds: "bert", "causal_lm", "span_corruption"
+    data: str  # its data: "bert", "causal_lm", "span_corruption" (data.prepare), "classification"
     build: typing.Callable[[ModelConfig, nnx.Rngs], nnx.Module]
     counts: typing.Callable[[dict], dict]  # batch -> {objective: float32 predictions}
     sums: typing.Callable[[nnx.Module, dict], dict]  # -> {<obj>_loss, <obj>_correct}
@@ -126,6 +127,56 @@ def encoder_decoder_train_flops(cfg: ModelConfig, batch: int, source: int,
     cross = L * (target * (4 * D * D + 4 * source * D) + source * 4 * D * D)
     decoder = target * (L * _layer_flops(cfg, target) + 2 * D * V) + cross
     return 3.0 * batch * (encoder + decoder)
+
+
+def classify_sums(module: BertForSequenceClassification, batch: dict) -> dict:
+    """Cross entropy, hits and the confusion matrix of the classifier, summed over real
+    examples (`example_weights` 0 marks the padding rows of a last, partial batch)."""
+    logits_BK = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    labels_B, w_B = batch["label"], batch["example_weights"].astype(jnp.float32)
+    K = logits_BK.shape[-1]
+    truth_BK = jax.nn.one_hot(labels_B, K) * w_B[:, None]
+    predicted_BK = jax.nn.one_hot(jnp.argmax(logits_BK, -1), K)
+    return {"cls_loss": jnp.sum(losses.cross_entropy(logits_BK[:, None], labels_B[:, None])[:, 0]
+                                * w_B),
+            "cls_correct": _hits(logits_BK, labels_B, w_B),
+            "cls_confusion": jnp.einsum("BK,BJ->KJ", truth_BK, predicted_BK)}
+
+
+def classify_train_flops(cfg: ModelConfig, batch: int, length: int, num_labels: int) -> float:
+    """The encoder's matmul FLOPs plus pooler 2*D*D and classifier 2*D*K per sequence, times
+    3 for forward + backward (an upper bound under LoRA, where frozen weights get no
+    gradient)."""
+    D = cfg.hidden_size
+    encoder = length * cfg.num_layers * _layer_flops(cfg, length)
+    per_sequence = encoder + 2 * D * D + 2 * D * num_labels
+    return 3.0 * batch * per_sequence
+
+
+def classify_task(num_labels: int, classifier_dropout: float) -> Task:
+    """Sequence classification into `num_labels` classes (BERT 4.1), objective "cls"."""
+    return Task(
+        objectives=("cls",), data="classification",
+        build=lambda cfg, rngs: BertForSequenceClassification(
+            cfg, num_labels, classifier_dropout=classifier_dropout, rngs=rngs),
+        counts=lambda batch: {"cls": jnp.sum(batch["example_weights"].astype(jnp.float32))},
+        sums=classify_sums,
+        flops=lambda cfg, s: classify_train_flops(cfg, *s["input_ids"], num_labels),
+        tokens=lambda s: s["input_ids"][0] * s["input_ids"][1])
+
+
+def confusion_metrics(confusion_KK) -> dict:
+    """Accuracy and macro-F1 from a confusion matrix (rows: true class, columns: predicted).
+
+    Macro-F1 is the unweighted mean over classes of 2 P R / (P + R); a class never predicted
+    and never present scores 0.
+    """
+    confusion_KK = np.asarray(confusion_KK, np.float64)
+    hits_K = np.diag(confusion_KK)
+    predicted_K, true_K = confusion_KK.sum(0), confusion_KK.sum(1)
+    f1_K = np.where(predicted_K + true_K > 0, 2 * hits_K / np.maximum(predicted_K + true_K, 1), 0)
+    return {"accuracy": float(hits_K.sum() / max(confusion_KK.sum(), 1)),
+            "macro_f1": float(f1_K.mean())}
 
 
 TASKS = {

@@ -1,19 +1,23 @@
 """The train state and the jitted train and eval steps, for every model kind.
 
 The state is a plain pytree (`TrainState`) so that `jax.jit` sees a pure function of it:
-the Flax module graph is split once (`nnx.split`) into a static `graphdef`, the float32
-parameters (in the state) and the dropout RNG streams (`rngs`, reseeded every step).
-Dropout keys are a function of (seed, step) alone, which makes resuming exact.
+the Flax module graph is split once (`nnx.split`) into a static `graphdef`, the trained
+float32 parameters (in the state), and what the steps read but never update (`Fixed`):
+frozen parameters (the base weights under LoRA; none otherwise) and the dropout RNG
+streams, reseeded every step. Dropout keys are a function of (seed, step) alone, which
+makes resuming exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -36,21 +40,43 @@ class TrainState:
     bad_streak: jax.Array  # int32 []: consecutive skipped updates up to now
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Fixed:
+    """What the steps read but never update."""
+
+    frozen: dict  # parameters left out of training (LoRA's base weights), sharded
+    rngs: dict  # the dropout RNG streams (reseeded each step), replicated
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """The static half of the split module plus what the steps need to rebuild it."""
 
     graphdef: typing.Any  # nnx.GraphDef of the task's module
-    abstract_params: typing.Any  # nnx.State of ShapeDtypeStructs with logical_axes metadata
+    abstract_params: typing.Any  # trained nnx.Params as ShapeDtypeStructs with logical_axes
+    abstract_frozen: typing.Any  # the same for the frozen ones (empty unless a filter says)
     task: Task  # what the model kind computes and how its loss is made
+    trainable: typing.Any  # nnx filter of the parameters that are trained
 
 
-def abstract_model(model_cfg: ModelConfig) -> Model:
-    """Shapes, logical axes and the graph of the model, without allocating any parameter."""
-    task = TASKS[model_cfg.kind]
+def abstract_model(model_cfg: ModelConfig, task: Task | None = None,
+                   trainable=nnx.Param) -> Model:
+    """Shapes, logical axes and the graph of the model, without allocating any parameter.
+
+    Args:
+      model_cfg: the network; `task` defaults to the one of `model_cfg.kind`.
+      trainable: an nnx filter; parameters it leaves out are frozen.
+    """
+    task = task or TASKS[model_cfg.kind]
     module = nnx.eval_shape(lambda: task.build(model_cfg, nnx.Rngs(0)))
-    graphdef, abstract_params, _ = nnx.split(module, nnx.Param, ...)
-    return Model(graphdef, abstract_params, task)
+    graphdef, abstract_params, abstract_frozen, _ = nnx.split(module, trainable, nnx.Param, ...)
+    return Model(graphdef, abstract_params, abstract_frozen, task, trainable)
+
+
+def count_params(abstract) -> int:
+    """Number of scalars in an (abstract) parameter state."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract))
 
 
 def state_shardings(model: Model, abstract_state: TrainState, mesh: Mesh) -> TrainState:
@@ -76,45 +102,78 @@ class StateSetup:
     model: Model
     shardings: TrainState  # NamedSharding per leaf
     abstract: TrainState  # ShapeDtypeStructs with shardings: the target of a restore
-    rngs: typing.Any  # the dropout RNG streams (reseeded each step), replicated
+    fixed: Fixed  # frozen parameters (freshly initialized) and dropout streams, sharded
+    fixed_shardings: Fixed  # where `fixed` lives, for loading pretrained frozen weights
     init: typing.Callable[[], TrainState]  # fresh params and optimizer state, sharded
 
 
 def setup_state(model_cfg: ModelConfig, seed: int, tx: optax.GradientTransformation,
-                mesh: Mesh) -> StateSetup:
+                mesh: Mesh, task: Task | None = None, trainable=nnx.Param) -> StateSetup:
     """Shapes and shardings of the train state, and a jitted initializer for it.
 
     `init()` runs `jax.jit(..., out_shardings=...)`, so every device computes only its own
     shards: the whole model is never materialized on one device. Nothing is allocated until
     `init()` is called, so a resumed run goes straight to the checkpoint.
+
+    Args:
+      task: what the model computes; default the one of `model_cfg.kind`.
+      trainable: an nnx filter of the parameters to train; the others go to `fixed.frozen`.
     """
-    model = abstract_model(model_cfg)
+    model = abstract_model(model_cfg, task, trainable)
 
     def init():
         module = model.task.build(model_cfg, nnx.Rngs(params=seed, dropout=seed))
-        _, params, rngs = nnx.split(module, nnx.Param, ...)
+        _, params, frozen, rngs = nnx.split(module, trainable, nnx.Param, ...)
         # Pure dicts: `nnx.merge` then builds fresh variables inside each trace.
-        params, rngs = nnx.to_pure_dict(params), nnx.to_pure_dict(rngs)
+        params = nnx.to_pure_dict(params)
+        fixed = Fixed(nnx.to_pure_dict(frozen), nnx.to_pure_dict(rngs))
         state = TrainState(params=params, opt_state=tx.init(params),
                            step=jnp.zeros((), jnp.int32),
                            rng=jax.random.key_data(jax.random.key(seed)),
                            skipped=jnp.zeros((), jnp.int32), bad_streak=jnp.zeros((), jnp.int32))
-        return state, rngs
+        return state, fixed
 
-    abstract_state, abstract_rngs = jax.eval_shape(init)
+    abstract_state, abstract_fixed = jax.eval_shape(init)
     shardings = state_shardings(model, abstract_state, mesh)
-    rngs_sh = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_rngs)
+    fixed_sh = Fixed(
+        frozen=sharding.named(mesh, sharding.param_specs(model.abstract_frozen, mesh)),
+        rngs=jax.tree.map(lambda _: sharding.replicated(mesh), abstract_fixed.rngs))
     # XLA drops the unused parameter initializers from this one.
-    rngs = jax.jit(lambda: init()[1], out_shardings=rngs_sh)()
+    fixed = jax.jit(lambda: init()[1], out_shardings=fixed_sh)()
     abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                             abstract_state, shardings)
     init_state = jax.jit(lambda: init()[0], out_shardings=shardings)
-    return StateSetup(model, shardings, abstract, rngs, init_state)
+    return StateSetup(model, shardings, abstract, fixed, fixed_sh, init_state)
 
 
-def merge(model: Model, params: dict, rngs) -> nnx.Module:
-    """The module with these parameters and dropout streams."""
-    return nnx.merge(model.graphdef, params, rngs)
+def merge(model: Model, params: dict, fixed: Fixed) -> nnx.Module:
+    """The module with these trained parameters, frozen parameters and dropout streams."""
+    return nnx.merge(model.graphdef, params, fixed.frozen, fixed.rngs)
+
+
+def load_weights(tree: dict, shardings: dict, values: dict[str, np.ndarray]) -> tuple[dict, set]:
+    """`tree` with the leaves named in `values` ("bert.layers.0.attention.query.kernel")
+    replaced by those arrays, placed with the leaves' shardings.
+
+    Returns:
+      (new tree, the names that were used).
+
+    Raises:
+      ValueError: an array whose shape differs from the leaf it replaces.
+    """
+    used = set()
+
+    def replace(path, leaf, leaf_sharding):
+        name = ".".join(str(getattr(k, "key", k)) for k in path)
+        if name not in values:
+            return leaf
+        value = values[name]
+        if value.shape != leaf.shape:
+            raise ValueError(f"{name}: pretrained shape {value.shape}, model shape {leaf.shape}")
+        used.add(name)
+        return jax.device_put(value.astype(leaf.dtype), leaf_sharding)
+
+    return jax.tree_util.tree_map_with_path(replace, tree, shardings), used
 
 
 def _micro_batches(batch: dict, n: int, mesh: Mesh) -> dict:
@@ -132,10 +191,12 @@ def _micro_batches(batch: dict, n: int, mesh: Mesh) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(model: Model, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, mesh: Mesh, shardings: TrainState,
-                    grad_accum_steps: int = 1):
-    """Builds `step(state, rngs, batch) -> (state, metrics)`, jitted with the state donated.
+def make_train_step(setup: StateSetup, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, mesh: Mesh, grad_accum_steps: int = 1):
+    """Builds `step(state, fixed, batch) -> (state, metrics)`, jitted with the state donated.
+
+    Gradients are taken with respect to `state.params` only: frozen parameters in `fixed`
+    get none computed.
 
     The loss is the task's: each objective's summed loss over the whole batch's count of
     its predictions, added up (for BERT: masked-LM cross entropy per real prediction plus
@@ -144,10 +205,10 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
     whole batch's counts, so the update equals one big batch's.
     """
     rep = sharding.replicated(mesh)
-    task = model.task
+    model, task = setup.model, setup.model.task
 
-    def loss_fn(params, rngs, micro, key, totals):
-        module = merge(model, params, rngs)
+    def loss_fn(params, fixed, micro, key, totals):
+        module = merge(model, params, fixed)
         nnx.reseed(module, dropout=key)
         module.train()
         sums = task.sums(module, micro)
@@ -156,23 +217,25 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, rngs, batch: dict):
+    def step(state: TrainState, fixed: Fixed, batch: dict):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         totals = {o: jnp.maximum(n, 1.0) for o, n in task.counts(batch).items()}
         if grad_accum_steps == 1:
-            (loss, sums), grads = grad_fn(state.params, rngs, batch, key, totals)
+            (loss, sums), grads = grad_fn(state.params, fixed, batch, key, totals)
         else:
             def body(carry, inputs):
                 i, micro = inputs
-                (loss, sums), grads = grad_fn(state.params, rngs, micro,
+                (loss, sums), grads = grad_fn(state.params, fixed, micro,
                                               jax.random.fold_in(key, i), totals)
                 return jax.tree.map(jnp.add, carry, (loss, sums, grads)), None
 
-            zero_sums = {f"{o}_{k}": jnp.zeros((), jnp.float32)
-                         for o in task.objectives for k in ("loss", "correct")}
+            micro = _micro_batches(batch, grad_accum_steps, mesh)
+            first = jax.tree.map(lambda x: x[0], micro)
+            zero_sums = jax.tree.map(
+                lambda a: jnp.zeros(a.shape, a.dtype),
+                jax.eval_shape(lambda: grad_fn(state.params, fixed, first, key, totals)[0][1]))
             init = (jnp.zeros((), jnp.float32), zero_sums,
                     jax.tree.map(jnp.zeros_like, state.params))
-            micro = _micro_batches(batch, grad_accum_steps, mesh)
             (loss, sums, grads), _ = jax.lax.scan(
                 body, init, (jnp.arange(grad_accum_steps), micro))
 
@@ -201,21 +264,25 @@ def make_train_step(model: Model, tx: optax.GradientTransformation,
         }
         return new_state, metrics
 
-    return jax.jit(step, in_shardings=(shardings, rep, sharding.batch_sharding(mesh)),
-                   out_shardings=(shardings, rep), donate_argnums=0)
+    return jax.jit(step, in_shardings=(setup.shardings, setup.fixed_shardings,
+                                       sharding.batch_sharding(mesh)),
+                   out_shardings=(setup.shardings, rep), donate_argnums=0)
 
 
-def make_eval_step(model: Model, mesh: Mesh, shardings: TrainState):
-    """Builds `eval_step(params, rngs, batch) -> sums` (dropout off), with each objective's
+def make_eval_step(setup: StateSetup, mesh: Mesh):
+    """Builds `eval_step(params, fixed, batch) -> sums` (dropout off), with each objective's
     `<obj>_count`; add the sums over the held-out batches and finish with
     `tasks.eval_metrics`."""
     rep = sharding.replicated(mesh)
 
-    def step(params, rngs, batch):
-        module = merge(model, params, rngs)
-        module.eval()
-        counts = {f"{o}_count": n for o, n in model.task.counts(batch).items()}
-        return {**model.task.sums(module, batch), **counts}
+    task = setup.model.task
 
-    return jax.jit(step, in_shardings=(shardings.params, rep, sharding.batch_sharding(mesh)),
+    def step(params, fixed, batch):
+        module = merge(setup.model, params, fixed)
+        module.eval()
+        counts = {f"{o}_count": n for o, n in task.counts(batch).items()}
+        return {**task.sums(module, batch), **counts}
+
+    return jax.jit(step, in_shardings=(setup.shardings.params, setup.fixed_shardings,
+                                       sharding.batch_sharding(mesh)),
                    out_shardings=rep)

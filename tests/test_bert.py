@@ -10,7 +10,9 @@ from jaxlm.bert import BertForPreTraining, BertModel
 from jaxlm.config import load
 from jaxlm.tasks import TASKS
 
-CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+# Pretraining configs; configs/finetune_*.yaml take their model from init_from.
+CONFIGS = sorted(p for p in Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")
+                 if not p.stem.startswith("finetune"))
 
 
 def _batch(config, B=3, T=10, seed=0):

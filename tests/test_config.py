@@ -66,3 +66,20 @@ def test_bad_files(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load(bad)
+
+
+def test_finetune_config_parses_and_checks_its_keys():
+    from jaxlm.config import FinetuneConfig
+
+    path = Path(__file__).parent.parent / "configs" / "finetune_classify.yaml"
+    cfg = load(path, ["finetune.lora_rank=8", "data.column_names=[label, text]"],
+               cls=FinetuneConfig)
+    assert cfg.finetune.lora_rank == 8 and cfg.data.column_names == ("label", "text")
+    assert cfg.train.batch_size == 32
+    with pytest.raises(ConfigError, match="unknown key 'finetune.lora_rnk'"):
+        load(path, ["finetune.lora_rnk=8"], cls=FinetuneConfig)
+    with pytest.raises(ConfigError, match="finetune.metric"):
+        load(path, ["finetune.metric=bleu"], cls=FinetuneConfig)
+    with pytest.raises(ConfigError, match="must leave examples to train on"):
+        load(path, ["data.validation_fraction=0.5", "data.test_fraction=0.5"],
+             cls=FinetuneConfig)

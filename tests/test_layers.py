@@ -44,3 +44,29 @@ def test_embedding_lookup_and_tied_scores():
     np.testing.assert_array_equal(emb(jnp.asarray(ids)), table[ids])
     x = np.ones((1, 2, 4), np.float32)
     np.testing.assert_allclose(emb.attend(jnp.asarray(x)), x @ table.T, atol=1e-5)
+
+
+def test_lora_adds_a_scaled_low_rank_update_that_starts_at_zero():
+    D, N, H, R = 6, 2, 3, 2
+    kw = dict(init_std=0.5, dtype=jnp.float32, param_dtype=jnp.float32)
+    lin = Linear("BTD,DNH->BTNH", (D, N, H), ("embed", "heads", "kv"), rngs=nnx.Rngs(0),
+                 lora_rank=R, lora_alpha=4.0, **kw)
+    assert lin.lora.a.shape == (D, R) and lin.lora.b.shape == (R, N, H)
+    assert lin.lora.a.get_metadata()["logical_axes"] == ("embed", None)
+    assert lin.lora.b.get_metadata()["logical_axes"] == (None, "heads", "kv")
+    x = np.random.default_rng(1).normal(size=(2, 5, D)).astype(np.float32)
+    W, b = np.asarray(lin.kernel[...]), np.asarray(lin.bias[...])
+    plain = np.einsum("btd,dnh->btnh", x, W) + b
+    np.testing.assert_allclose(lin(jnp.asarray(x)), plain, atol=1e-5)  # B = 0 at init
+    B = np.random.default_rng(2).normal(size=(R, N, H)).astype(np.float32)
+    lin.lora.b.set_value(jnp.asarray(B))
+    A = np.asarray(lin.lora.a[...])
+    merged = W + (A @ B.reshape(R, -1)).reshape(D, N, H) * 4.0 / R  # Hu et al. eq. 3
+    np.testing.assert_allclose(lin(jnp.asarray(x)), np.einsum("btd,dnh->btnh", x, merged) + b,
+                               atol=1e-4)
+    np.testing.assert_allclose(lin.lora.delta(W.shape), merged - W, atol=1e-5)
+
+    out = Linear("BTNH,NHD->BTD", (N, H, D), ("heads", "kv", "embed"), rngs=nnx.Rngs(0),
+                 lora_rank=R, lora_alpha=4.0, **kw)
+    assert out.lora.a.shape == (N, H, R) and out.lora.b.shape == (R, D)
+    assert Linear("BD,DK->BK", (D, 2), ("embed", None), rngs=nnx.Rngs(0), **kw).lora is None

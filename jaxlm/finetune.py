@@ -1,0 +1,330 @@
+"""Fine-tuning a pretrained BERT for sequence classification (BERT 4.1): `python -m jaxlm.finetune`.
+
+    python -m jaxlm.finetune --config configs/finetune_classify.yaml init_from=runs/bert_tiny
+    python -m jaxlm.finetune init_from=path/to/hf_bert finetune.lora_rank=8
+
+1. load the pretrained encoder (a jaxlm run or a Hugging Face directory) and its tokenizer;
+2. read the labelled files (the label set comes from the training file), split, tokenize;
+3. build `BertForSequenceClassification`: encoder weights from `init_from`, a fresh
+   classifier; with `finetune.lora_rank` > 0 only the LoRA adapters and the classifier are
+   trained and checkpointed, the encoder stays frozen;
+4. train with the pretraining loop (`pretrain.train_loop`: the same jitted step, sharding,
+   metrics and checkpoints), evaluating on validation every epoch, keeping the best
+   checkpoint and stopping after `finetune.patience` epochs without improvement;
+5. reload the best checkpoint and write accuracy, macro-F1 and the confusion matrices of
+   validation and test to `run_dir/results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxlm import metrics, optim, sharding, tasks, trainer
+from jaxlm.checkpoint import Checkpointer, load_run, open_latest, restore_params
+from jaxlm.config import ConfigError, FinetuneConfig, ModelConfig, from_dict, load, to_dict
+from jaxlm.data import DataError, load_tokenizer
+from jaxlm.data import classification as cls_data
+from jaxlm.pretrain import NonFiniteError, setup_logging, train_loop
+
+log = logging.getLogger("jaxlm")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
+
+# Under LoRA these are trained; every other parameter is frozen.
+LORA_TRAINABLE = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("lora"),
+                                            nnx.PathContains("classifier")))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    config: ModelConfig
+    weights: dict[str, np.ndarray]  # "bert.layers.0.attention.query.kernel" -> array
+    tokenizer_path: Path
+
+
+def load_pretrained(path: str | Path) -> Pretrained:
+    """The encoder weights, model config and tokenizer of a jaxlm BERT run or a Hugging
+    Face BERT directory (config.json + weights + tokenizer.json or vocab.txt).
+
+    Raises:
+      FileNotFoundError: no checkpoint, or no tokenizer next to it.
+      ValueError: a run that is not a BERT.
+    """
+    directory = Path(path).expanduser()
+    if not str(path):
+        raise FileNotFoundError("init_from is not set: give a jaxlm BERT run directory or a "
+                                "Hugging Face BERT directory")
+    if (directory / "config.json").is_file():
+        from jaxlm.hf import from_pretrained
+
+        module, config = from_pretrained(directory, encoder_only=True)
+        tokenizer_path = next((directory / n for n in ("tokenizer.json", "vocab.txt")
+                               if (directory / n).is_file()), None)
+        if tokenizer_path is None:
+            raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the "
+                                    f"model")
+    else:
+        module, cfg, tokenizer_path = load_run(directory, ("bert",), "fine-tuning")
+        config = cfg.model
+    weights = {"bert." + ".".join(map(str, k)): np.asarray(v.get_value())
+               for k, v in nnx.to_flat_state(nnx.state(module.bert, nnx.Param))}
+    return Pretrained(config, weights, Path(tokenizer_path))
+
+
+def read_splits(cfg: FinetuneConfig, seed: int) -> dict[str, list[cls_data.Example]]:
+    """train / validation / test examples from the files, splitting what is not given."""
+    data = cfg.data
+    train_file = data.train_file or cls_data.fetch_polarity(data.cache_dir)
+    if not data.train_file and not data.column_names:
+        data = dataclasses.replace(data, column_names=cls_data.POLARITY_COLUMNS)
+    examples = cls_data.read_examples(train_file, data)
+    val_frac = 0.0 if data.validation_file else data.validation_fraction
+    test_frac = 0.0 if data.test_file else data.test_fraction
+    train, val, test = cls_data.split(examples, val_frac, test_frac, seed)
+    if data.validation_file:
+        val = cls_data.read_examples(data.validation_file, data)
+    if data.test_file:
+        test = cls_data.read_examples(data.test_file, data)
+    if not val:
+        raise DataError("no validation examples: set data.validation_file or "
+                        "data.validation_fraction > 0")
+    return {"train": train, "validation": val, "test": test}
+
+
+def evaluate(eval_step, params, fixed, arrays: dict, batch_size: int, task: tasks.Task,
+             mesh) -> dict:
+    """Loss, accuracy, macro-F1 and the confusion matrix (rows: true label) of one split."""
+    totals = None
+    for local in cls_data.eval_loader(arrays, batch_size):
+        sums = jax.device_get(eval_step(params, fixed, sharding.global_batch(local, mesh)))
+        totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+    line = tasks.eval_metrics(task, totals)
+    line.pop("eval_perplexity")
+    line["eval_macro_f1"] = tasks.confusion_metrics(totals["cls_confusion"])["macro_f1"]
+    line["confusion"] = np.asarray(totals["cls_confusion"]).astype(int).tolist()
+    return line
+
+
+class EarlyStopping:
+    """True once `patience` evaluations in a row have not beaten the best one."""
+
+    def __init__(self, key: str, patience: int, history: list[dict]):
+        self.key, self.patience = key, patience
+        self.best, self.waited = -math.inf, 0
+        for line in history:
+            self(line)
+
+    def __call__(self, eval_line: dict) -> bool:
+        if eval_line[self.key] > self.best:
+            self.best, self.waited = eval_line[self.key], 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+
+def _eval_history(run_dir: Path, start: int) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    return [d for d in lines if "eval_loss" in d and d["step"] <= start]
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    """Fine-tunes `cfg.init_from` on the labelled data; resumes if `run_dir` holds
+    checkpoints.
+
+    Returns:
+      {"validation": ..., "test": ..., "best_step", "trainable_params", "total_params",
+      "labels", "truncated", "epoch_s", "wall_s"}, also written to run_dir/results.json.
+    """
+    started = time.perf_counter()
+    sharding.initialize_distributed(cfg.mesh)
+    mesh = sharding.make_mesh(cfg.mesh)
+    pretrained = load_pretrained(cfg.init_from)
+    tokenizer = load_tokenizer(pretrained.tokenizer_path)
+    T = cfg.data.max_seq_length
+    if T > pretrained.config.max_position_embeddings:
+        raise ConfigError(f"data.max_seq_length={T} exceeds the model's "
+                          f"max_position_embeddings={pretrained.config.max_position_embeddings}")
+    splits = read_splits(cfg, cfg.train.seed)
+    labels = cls_data.label_set(splits["train"])
+    arrays, truncated = {}, {}
+    for name, examples in splits.items():
+        arrays[name], truncated[name] = cls_data.encode(tokenizer, examples, labels, T, name)
+        if truncated[name]:
+            log.warning("%s: %d of %d examples truncated to data.max_seq_length=%d", name,
+                        truncated[name], len(examples), T)
+    log.info("labels %s; %s examples", list(labels),
+             {k: len(v) for k, v in splits.items()})
+
+    B = cfg.train.batch_size
+    sharding.check_batch_size(B, cfg.train.grad_accum_steps, mesh)
+    steps_per_epoch = len(splits["train"]) // B
+    if steps_per_epoch == 0:
+        raise DataError(f"{len(splits['train'])} training examples are fewer than one batch "
+                        f"of train.batch_size={B}")
+    steps = cfg.finetune.epochs * steps_per_epoch
+    train_cfg = dataclasses.replace(
+        cfg.train, steps=steps, warmup_steps=round(cfg.finetune.warmup_fraction * steps),
+        eval_every=steps_per_epoch, checkpoint_every=steps_per_epoch)
+    lora = cfg.finetune.lora_rank
+    model_cfg = dataclasses.replace(pretrained.config, lora_rank=lora,
+                                    lora_alpha=cfg.finetune.lora_alpha)
+    task = tasks.classify_task(len(labels), cfg.finetune.classifier_dropout)
+    tx = optim.make_optimizer(train_cfg)
+    setup = trainer.setup_state(model_cfg, cfg.train.seed, tx, mesh, task,
+                                LORA_TRAINABLE if lora else nnx.Param)
+    trainable = trainer.count_params(setup.model.abstract_params)
+    total = trainable + trainer.count_params(setup.model.abstract_frozen)
+    log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    frozen, used = trainer.load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen,
+                                        pretrained.weights)
+    fixed = dataclasses.replace(setup.fixed, frozen=frozen)
+    run_dir = Path(cfg.run_dir)
+    metric = f"eval_{'cls_accuracy' if cfg.finetune.metric == 'accuracy' else 'macro_f1'}"
+    checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric)
+    batches = iter(cls_data.train_loader(arrays["train"], B, cfg.train.seed))
+    state = checkpoints.restore(setup.abstract, batches, model_cfg)
+    if state is None:
+        state = setup.init()
+        params, used_trained = trainer.load_weights(state.params, setup.shardings.params,
+                                                    pretrained.weights)
+        state = dataclasses.replace(state, params=params)
+        used |= used_trained
+        missing = sorted(set(pretrained.weights) - used)
+        if missing:
+            raise ValueError(f"{cfg.init_from}: weights with no place in the classifier: "
+                             f"{', '.join(missing[:5])}")
+    start = int(jax.device_get(state.step))
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(run_dir / "tokenizer.json"))
+    saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
+                    "model": dataclasses.asdict(model_cfg), "labels": list(labels)}
+    shapes = {"input_ids": (B, T)}
+    logger = metrics.MetricsLogger(
+        run_dir, start, steps, tokens_per_step=task.tokens(shapes),
+        flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
+        keys=tasks.train_metric_keys(task), tensorboard=cfg.train.tensorboard,
+        progress_bar=cfg.train.progress_bar)
+    eval_step = trainer.make_eval_step(setup, mesh)
+
+    def validate(params):
+        line = evaluate(eval_step, params, fixed, arrays["validation"], B, task, mesh)
+        line.pop("confusion")
+        return line
+
+    train_step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg),
+                                         mesh, train_cfg.grad_accum_steps)
+    loop_started = time.perf_counter()
+    train_loop(train_cfg, state, fixed, train_step, batches, mesh, checkpoints=checkpoints,
+               logger=logger, config=saved_config, evaluate=validate,
+               stop_early=EarlyStopping(metric, cfg.finetune.patience,
+                                        _eval_history(run_dir, start)))
+    loop_s = time.perf_counter() - loop_started
+
+    best = Checkpointer(run_dir, train_cfg, best_metric=metric)
+    best_step = best.best_step()
+    params = restore_params(best.manager, best_step, setup.abstract)
+    best.close()
+    results = {"best_step": best_step, "labels": list(labels), "truncated": truncated,
+               "trainable_params": trainable, "total_params": total,
+               "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1)}
+    for name in ("validation", "test"):
+        if len(arrays[name]["label"]):
+            line = evaluate(eval_step, params, fixed, arrays[name], B, task, mesh)
+            results[name] = {"loss": line["eval_cls_loss"],
+                             "accuracy": line["eval_cls_accuracy"],
+                             "macro_f1": line["eval_macro_f1"], "confusion": line["confusion"]}
+    results["wall_s"] = time.perf_counter() - started
+    if jax.process_index() == 0:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def load_classifier(path: str | Path, mesh=None):
+    """A fine-tuned classifier (eval mode) from its run directory.
+
+    Returns:
+      (module, labels, tokenizer_path, max_seq_length).
+
+    Raises:
+      FileNotFoundError: no checkpoint or no tokenizer.json in the run directory.
+      ValueError: a run that is not a fine-tuned classifier.
+    """
+    manager, step, saved = open_latest(path)
+    if "labels" not in saved:
+        manager.close()
+        raise ValueError(f"{path} is not a fine-tuned classifier (no labels saved); "
+                         f"train one with python -m jaxlm.finetune")
+    labels = tuple(saved.pop("labels"))
+    model_cfg = from_dict(ModelConfig, saved.pop("model"))
+    cfg = from_dict(FinetuneConfig, saved)
+    mesh = mesh if mesh is not None else sharding.make_mesh(
+        dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
+    task = tasks.classify_task(len(labels), cfg.finetune.classifier_dropout)
+    setup = trainer.setup_state(model_cfg, cfg.train.seed, optim.make_optimizer(cfg.train), mesh,
+                                task, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
+    params = restore_params(manager, step, setup.abstract)
+    manager.close()
+    fixed = setup.fixed
+    if model_cfg.lora_rank:  # the frozen encoder is not in the checkpoint: reload it
+        frozen, _ = trainer.load_weights(fixed.frozen, setup.fixed_shardings.frozen,
+                                         load_pretrained(cfg.init_from).weights)
+        fixed = dataclasses.replace(fixed, frozen=frozen)
+    module = trainer.merge(setup.model, params, fixed)
+    module.eval()
+    run_dir = Path(path).absolute()
+    if run_dir.name == "checkpoints" and not (run_dir / "checkpoints").is_dir():
+        run_dir = run_dir.parent
+    tokenizer_path = run_dir / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise FileNotFoundError(f"{tokenizer_path} not found (jaxlm.finetune writes it)")
+    return module, labels, tokenizer_path, cfg.data.max_seq_length
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxlm.finetune",
+        description="Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "
+                    "sequence classification.",
+        epilog="Example: python -m jaxlm.finetune init_from=runs/bert_tiny finetune.epochs=3")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="YAML config (default: configs/finetune_classify.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="e.g. init_from=runs/bert_tiny finetune.lora_rank=8")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    try:
+        results = run(load(args.config, args.overrides, cls=FinetuneConfig))
+    except (ConfigError, DataError, NonFiniteError, FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        return 1
+    if jax.process_index() == 0:
+        for name in ("validation", "test"):
+            if name in results:
+                r = results[name]
+                print(f"{name}: accuracy={r['accuracy']:.4f} macro_f1={r['macro_f1']:.4f} "
+                      f"confusion (rows true, columns predicted, labels "
+                      f"{results['labels']})={r['confusion']}")
+        print(f"best step {results['best_step']}; trainable parameters "
+              f"{results['trainable_params']:,} of {results['total_params']:,}; "
+              f"{results['epoch_s']:.0f} s per epoch; wall {results['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

