@@ -44,8 +44,9 @@ class Checkpointer:
     """Saves and restores (state, data iterator, config) for one run directory."""
 
     def __init__(self, run_dir: str | Path, cfg: TrainConfig,
-                 best_metric: str = "eval_mlm_accuracy"):
+                 best_metric: str = "eval_mlm_accuracy", finetuning: bool = False):
         self.best_metric = best_metric
+        self.finetuning = finetuning  # fine-tuning runs save their labels with the config
         self.directory = Path(run_dir).absolute() / "checkpoints"
         self.quarantine = Path(run_dir).absolute() / "corrupt_checkpoints"
         preserve = policies.AnyPreservationPolicy([
@@ -109,6 +110,11 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 self._set_aside(step, e)
                 continue
+            if ("labels" in saved) != self.finetuning:
+                held, wanted = (("a fine-tuning", "pretraining") if "labels" in saved
+                                else ("a pretraining", "fine-tuning"))
+                raise ConfigError(f"{self.directory / str(step)} holds {held} run; use another "
+                                  f"run_dir for {wanted}. Nothing was changed.")
             check_same_model(saved.get("model", {}), model_cfg, self.directory / str(step))
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(

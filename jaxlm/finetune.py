@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxlm import metrics, optim, sharding, tasks, trainer
+from jaxlm import metrics, optim, plot, sharding, tasks, trainer
 from jaxlm.checkpoint import Checkpointer, load_run, open_latest, restore_params
 from jaxlm.config import ConfigError, FinetuneConfig, ModelConfig, from_dict, load, to_dict
 from jaxlm.data import DataError, load_tokenizer
@@ -195,8 +195,10 @@ def run(cfg: FinetuneConfig) -> dict:
     fixed = dataclasses.replace(setup.fixed, frozen=frozen)
     run_dir = Path(cfg.run_dir)
     metric = f"eval_{'cls_accuracy' if cfg.finetune.metric == 'accuracy' else 'macro_f1'}"
-    checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric)
-    batches = iter(cls_data.train_loader(arrays["train"], B, cfg.train.seed))
+    checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
+    loader, mean_length = cls_data.train_loader(arrays["train"], B, cfg.finetune.epochs,
+                                                cfg.train.seed)
+    batches = iter(loader)
     state = checkpoints.restore(setup.abstract, batches, model_cfg)
     if state is None:
         state = setup.init()
@@ -214,7 +216,8 @@ def run(cfg: FinetuneConfig) -> dict:
         tokenizer.save(str(run_dir / "tokenizer.json"))
     saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
                     "model": dataclasses.asdict(model_cfg), "labels": list(labels)}
-    shapes = {"input_ids": (B, T)}
+    # Batches are padded to their longest sentence: count the positions actually computed.
+    shapes = {"input_ids": (B, mean_length)}
     logger = metrics.MetricsLogger(
         run_dir, start, steps, tokens_per_step=task.tokens(shapes),
         flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
@@ -236,7 +239,7 @@ def run(cfg: FinetuneConfig) -> dict:
                                         _eval_history(run_dir, start)))
     loop_s = time.perf_counter() - loop_started
 
-    best = Checkpointer(run_dir, train_cfg, best_metric=metric)
+    best = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
     best_step = best.best_step()
     params = restore_params(best.manager, best_step, setup.abstract)
     best.close()
@@ -249,6 +252,8 @@ def run(cfg: FinetuneConfig) -> dict:
             results[name] = {"loss": line["eval_cls_loss"],
                              "accuracy": line["eval_cls_accuracy"],
                              "macro_f1": line["eval_macro_f1"], "confusion": line["confusion"]}
+    if jax.process_index() == 0:
+        results["plot"] = str(plot.plot_run(run_dir))
     results["wall_s"] = time.perf_counter() - started
     if jax.process_index() == 0:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -11,7 +11,6 @@ makes resuming exact.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import typing
 
@@ -241,13 +240,18 @@ def make_train_step(setup: StateSetup, tx: optax.GradientTransformation,
 
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+
+        def update(_):
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), opt_state
+
+        # A branch, not a select over every parameter: a skipped step costs nothing.
+        params, opt_state = jax.lax.cond(finite, update,
+                                         lambda _: (state.params, state.opt_state), None)
         applied = state.step - state.skipped  # the schedule counts applied updates only
         new_state = TrainState(
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
+            params=params,
+            opt_state=opt_state,
             step=state.step + 1,
             rng=state.rng,
             skipped=state.skipped + (~finite).astype(jnp.int32),

@@ -84,3 +84,16 @@ def test_a_different_model_is_refused(setup, tmp_path):
     with pytest.raises(ConfigError, match="model.num_layers: saved 2, now 3"):
         Checkpointer(tmp_path, TrainConfig()).restore(state_setup.abstract, batches, other)
     assert (tmp_path / "checkpoints" / "1").is_dir()
+
+
+def test_pretraining_and_fine_tuning_runs_do_not_restore_each_other(setup, tmp_path):
+    cfg, model_cfg, on = setup
+    state_setup, batches = on(MeshConfig(data=8))
+    saver = Checkpointer(tmp_path, TrainConfig(async_checkpoint=False))
+    saver.save(1, state_setup.init(), batches, {"model": dataclasses.asdict(model_cfg)})
+    saver.close()
+    with pytest.raises(ConfigError, match="holds a pretraining run; use another run_dir for "
+                                          "fine-tuning"):
+        Checkpointer(tmp_path, TrainConfig(), finetuning=True).restore(
+            state_setup.abstract, batches, model_cfg)
+    assert (tmp_path / "checkpoints" / "1").is_dir()  # left where it was

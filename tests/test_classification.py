@@ -116,3 +116,28 @@ def test_eval_batches_cover_every_example_once(tokenizer):
     labels = np.concatenate([b["label"] for b in batches])
     assert weights.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
     assert labels[:5].tolist() == [0, 1, 0, 1, 0]
+
+
+def test_length_grouped_batches_cover_an_epoch_with_little_padding():
+    rng = np.random.default_rng(0)
+    N, B, T = 200, 8, 64
+    lengths = rng.integers(3, T + 1, N)
+    arrays = {"input_ids": np.arange(N)[:, None] * np.ones((1, T), np.int32),
+              "attention_mask": (np.arange(T)[None] < lengths[:, None]).astype(np.int32),
+              "label": np.arange(N, dtype=np.int32)}
+    source = cd.GroupedBatches(arrays, B, epochs=2, seed=5, pad_to=16)
+    assert len(source) == 2 * (N // B)
+    epoch0 = [source[k] for k in range(N // B)]
+    assert sorted(np.concatenate([b["label"] for b in epoch0]).tolist()) == list(range(N))
+    for b in epoch0:
+        T_b = b["input_ids"].shape[1]
+        assert T_b % 16 == 0 and T_b - 16 < lengths[b["label"]].max() <= T_b
+    padded = sum(b["input_ids"].size for b in epoch0)
+    assert padded < 0.75 * N * T  # vs padding every batch to 64
+    epoch1 = np.concatenate([source[N // B + k]["label"] for k in range(N // B)])
+    assert epoch1.tolist() != np.concatenate([b["label"] for b in epoch0]).tolist()
+    # Two processes take the two halves of the same batches.
+    halves = [cd.GroupedBatches(arrays, B, 2, 5, 16, p, 2)[3] for p in (0, 1)]
+    np.testing.assert_array_equal(np.concatenate([h["label"] for h in halves]),
+                                  source[3]["label"])
+    assert halves[0]["input_ids"].shape == halves[1]["input_ids"].shape

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm import finetune, hf
+from jaxlm import classify, finetune, hf
 from jaxlm.bert import BertForPreTraining
 from jaxlm.config import FinetuneConfig, ModelConfig, load
 from jaxlm.data import classification as cd
+from jaxlm.data import load_tokenizer
 from jaxlm.data.tokenizer import train_tokenizer
 
 # Words that separate this subset of the polarity data: every positive sentence kept has
@@ -69,14 +70,14 @@ def test_minilm_reaches_high_accuracy_on_a_separable_real_subset(separable, tmp_
     assert results["validation"]["accuracy"] >= 0.9, results
 
 
-def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path):
+def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path, capsys):
     cfg = load(None, _overrides(separable, tmp_path / "run"), cls=FinetuneConfig)
     results = finetune.run(cfg)
     assert results["labels"] == ["negative", "positive"]
     assert results["validation"]["accuracy"] >= 0.7, results  # from 0.5; it has 160 examples
     n = sum(1 for _ in open(separable / "separable.csv")) - 1
     assert np.sum(results["test"]["confusion"]) == round(0.1 * n)  # every example once
-    assert results["truncated"]["train"] > 0  # a few sentences exceed 32 tokens
+    assert results["truncated"]["train"] > 0  # a few sentences exceed 48 tokens
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test"] == results["test"]
     lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -89,13 +90,16 @@ def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path):
     assert results["validation"]["accuracy"] == best  # measured on the best checkpoint
 
     module, labels, _, max_len = finetune.load_classifier(tmp_path / "run")
-    from jaxlm.classify import classify
-    from jaxlm.data import load_tokenizer
-
-    ranked = classify(module, load_tokenizer(tmp_path / "run" / "tokenizer.json"), labels,
-                      ["the best and most beautiful film", "a dull , boring mess"], max_len)
-    assert [r[0][0] for r in ranked] == ["positive", "negative"]
+    tokenizer = load_tokenizer(tmp_path / "run" / "tokenizer.json")
+    ranked = classify.classify(module, tokenizer, labels,
+                               ["the best and funniest film", "a bad , dull mess"], max_len)
     assert np.isclose(sum(p for _, p in ranked[0]), 1.0, atol=1e-5)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the best and funniest film\n\na bad , dull mess\n")
+    assert classify.main(["--checkpoint", str(tmp_path / "run"), "--file", str(texts)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in printed] == [r[0][0] for r in ranked]
+    assert printed[1].endswith("a bad , dull mess")
 
 
 def test_lora_trains_adapters_and_head_only(separable, tmp_path):
@@ -114,9 +118,31 @@ def test_lora_trains_adapters_and_head_only(separable, tmp_path):
                                       err_msg=path)  # bit for bit: frozen
     b = module.bert.layers[0].attention.query.lora.b[...]
     assert np.abs(np.asarray(b)).max() > 0  # the adapters did train
+    import jax
+    import orbax.checkpoint as ocp
+
     state_dir = next((tmp_path / "lora" / "checkpoints").glob("*/state"))
-    size = sum(p.stat().st_size for p in state_dir.rglob("*") if p.is_file())
-    assert size < 200_000  # adapters + head + AdamW moments, not the 50k-parameter encoder
+    saved = ocp.StandardCheckpointer().metadata(state_dir).item_metadata["params"]
+    names = {".".join(str(getattr(k, "key", k)) for k in path)
+             for path, _ in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    assert names and all(".lora." in n or n.startswith("classifier.") for n in names), names
+
+    # Exported with the adapters merged, transformers computes the same probabilities.
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    assert hf.main(["export", "--checkpoint", str(tmp_path / "lora"), "--out",
+                    str(tmp_path / "hf")]) == 0
+    theirs_model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf")
+    theirs_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert theirs_model.config.id2label == {0: "negative", 1: "positive"}
+    texts = ["the best and funniest film", "a bad , dull mess"]
+    with torch.no_grad():
+        theirs = torch.softmax(theirs_model.eval()(**theirs_tok(texts, padding=True,
+                                                                return_tensors="pt")).logits, -1)
+    ours = classify.classify(module, load_tokenizer(tmp_path / "lora" / "tokenizer.json"),
+                    ("negative", "positive"), texts, 32)
+    for row, probs in zip(ours, theirs.numpy(), strict=True):
+        assert abs(dict(row)["positive"] - probs[1]) < 1e-5
 
 
 def test_bad_inputs_are_named(separable, tmp_path):

@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import grain
 import numpy as np
 from tokenizers import Tokenizer
 
@@ -222,11 +223,79 @@ def pad_rows(arrays: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarr
             for k, a in arrays.items()}
 
 
-def train_loader(arrays: dict[str, np.ndarray], batch_size: int, seed: int):
-    """Shuffled full batches forever (a new order each epoch), resumable through Grain."""
-    return batch_loader(ArraySource(arrays, f"train[{len(arrays['label'])}]"), batch_size,
-                        seed=seed, shuffle=True, num_epochs=None, what="the training split",
-                        hint="add labelled examples")
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int,
+                           group: int = 50) -> list[np.ndarray]:
+    """Rows of each full batch of one epoch, sentences of similar length together.
+
+    A seeded shuffle is cut into groups of `group` batches, each group is sorted by length
+    and cut into batches, and the batches are shuffled (as Hugging Face's
+    `group_by_length`): padding each batch to its longest sentence then wastes little.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))[:len(lengths) - len(lengths) % batch_size]
+    size = group * batch_size
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        order[start:start + size] = chunk[np.argsort(-lengths[chunk], kind="stable")]
+    batches = order.reshape(-1, batch_size)
+    return list(batches[rng.permutation(len(batches))])
+
+
+class GroupedBatches:
+    """Grain source whose record r is batch r % n of epoch r // n (n batches per epoch):
+    this process's rows of it, padded only to a multiple of `pad_to` covering its longest
+    sentence. Every process computes the same batches, so shapes agree across hosts."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, epochs: int, seed: int,
+                 pad_to: int = 16, process_index: int = 0, process_count: int = 1):
+        self.arrays, self.batch_size, self.seed, self.pad_to = arrays, batch_size, seed, pad_to
+        self.lengths = arrays["attention_mask"].sum(1)
+        self.per_epoch = len(self.lengths) // batch_size
+        self.epochs = epochs
+        self.rows = slice(process_index * batch_size // process_count,
+                          (process_index + 1) * batch_size // process_count)
+        self._epoch, self._batches = None, None
+
+    def __len__(self) -> int:
+        return self.epochs * self.per_epoch
+
+    def __getitem__(self, record: int) -> dict[str, np.ndarray]:
+        epoch, k = divmod(record, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._batches = length_grouped_batches(self.lengths, self.batch_size,
+                                                   self.seed + epoch)
+        rows = self._batches[k]
+        T = min(-(-int(self.lengths[rows].max()) // self.pad_to) * self.pad_to,
+                self.arrays["input_ids"].shape[1])
+        return {key: a[rows[self.rows]][:, :T] if a.ndim == 2 else a[rows[self.rows]]
+                for key, a in self.arrays.items()}
+
+    def mean_length(self) -> float:
+        """The padded length T of the first epoch's batches, averaged."""
+        return float(np.mean([self[k]["input_ids"].shape[1] for k in range(self.per_epoch)]))
+
+    def __repr__(self) -> str:
+        return (f"GroupedBatches(n={len(self.lengths)}, batch_size={self.batch_size}, "
+                f"epochs={self.epochs}, seed={self.seed}, pad_to={self.pad_to})")
+
+
+def train_loader(arrays: dict[str, np.ndarray], batch_size: int, epochs: int, seed: int):
+    """`epochs` epochs of length-grouped batches (`GroupedBatches`), this process's rows,
+    resumable through Grain; and their mean padded length."""
+    import jax
+
+    if len(arrays["label"]) < batch_size:
+        raise DataError(f"the training split has {len(arrays['label'])} examples, fewer than "
+                        f"one batch of {batch_size}")
+    source = GroupedBatches(arrays, batch_size, epochs, seed,
+                            process_index=jax.process_index(),
+                            process_count=jax.process_count())
+    loader = grain.DataLoader(
+        data_source=source,
+        sampler=grain.samplers.SequentialSampler(len(source), grain.sharding.NoSharding()),
+        worker_count=0)
+    return loader, source.mean_length()
 
 
 def eval_loader(arrays: dict[str, np.ndarray], batch_size: int):
