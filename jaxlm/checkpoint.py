@@ -241,10 +241,19 @@ def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str):
     if cfg.model.kind not in kinds:
         raise ValueError(f"{path} holds a {cfg.model.kind!r} model; {purpose} needs "
                          f"model.kind {' or '.join(kinds)}")
+    return module, cfg, run_tokenizer(path, "train.py")
+
+
+def run_tokenizer(path: str | Path, writer: str) -> Path:
+    """The `tokenizer.json` of the run at `path` (a run directory or its checkpoints/).
+
+    Raises:
+      FileNotFoundError: naming the file and `writer`, the command that writes it.
+    """
     run_dir = Path(path).absolute()
     if run_dir.name == "checkpoints" and not (run_dir / "checkpoints").is_dir():
         run_dir = run_dir.parent
     tokenizer_path = run_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
-        raise FileNotFoundError(f"{tokenizer_path} not found (train.py writes it)")
-    return module, cfg, tokenizer_path
+        raise FileNotFoundError(f"{tokenizer_path} not found ({writer} writes it)")
+    return tokenizer_path

@@ -360,8 +360,9 @@ class FinetuneOptions:
 class FinetuneConfig:
     """A fine-tuning run: a pretrained BERT, labelled data, and the recipe.
 
-    The model's shape comes from `init_from`; `train.steps` and `train.warmup_steps` are
-    derived from `finetune.epochs` and `finetune.warmup_fraction`.
+    The model's shape comes from `init_from`. `train.steps` and `train.warmup_steps` are
+    derived from `finetune.epochs` and `finetune.warmup_fraction`; evaluation and
+    checkpoints happen once per epoch (`train.eval_every`, `train.checkpoint_every` are set).
     """
 
     run_dir: str = "runs/classify"  # checkpoints, metrics, labels and results of the run

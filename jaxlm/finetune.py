@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jaxlm import metrics, optim, plot, sharding, tasks, trainer
-from jaxlm.checkpoint import Checkpointer, load_run, open_latest, restore_params
+from jaxlm.checkpoint import Checkpointer, load_run, open_latest, restore_params, run_tokenizer
 from jaxlm.config import ConfigError, FinetuneConfig, ModelConfig, from_dict, load, to_dict
 from jaxlm.data import DataError, load_tokenizer
 from jaxlm.data import classification as cls_data
@@ -292,13 +292,7 @@ def load_classifier(path: str | Path, mesh=None):
         fixed = dataclasses.replace(fixed, frozen=frozen)
     module = trainer.merge(setup.model, params, fixed)
     module.eval()
-    run_dir = Path(path).absolute()
-    if run_dir.name == "checkpoints" and not (run_dir / "checkpoints").is_dir():
-        run_dir = run_dir.parent
-    tokenizer_path = run_dir / "tokenizer.json"
-    if not tokenizer_path.is_file():
-        raise FileNotFoundError(f"{tokenizer_path} not found (jaxlm.finetune writes it)")
-    return module, labels, tokenizer_path, cfg.data.max_seq_length
+    return module, labels, run_tokenizer(path, "jaxlm.finetune"), cfg.data.max_seq_length
 
 
 def main(argv: list[str] | None = None) -> int:

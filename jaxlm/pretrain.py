@@ -6,8 +6,9 @@ multi-host TPU slice, for BERT (MLM + NSP) or GPT (next token), by `model.kind`:
 1. prepare the data (tokenizer + instances, cached) and size the vocabulary from it;
 2. build the mesh, the train state's shardings and the jitted steps (`jaxlm.trainer`);
 3. resume from the newest readable checkpoint in `run_dir/checkpoints`, or initialize;
-4. train, logging every `log_every` steps, evaluating every `eval_every`, checkpointing
-   every `checkpoint_every` and at the end; SIGTERM/SIGINT save at the next step boundary.
+4. train (`train_loop`, shared with `jaxlm.finetune`), logging every `log_every` steps,
+   evaluating every `eval_every`, checkpointing every `checkpoint_every` and at the end;
+   SIGTERM/SIGINT save at the next step boundary.
 """
 
 from __future__ import annotations

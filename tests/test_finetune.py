@@ -70,46 +70,38 @@ def test_minilm_reaches_high_accuracy_on_a_separable_real_subset(separable, tmp_
     assert results["validation"]["accuracy"] >= 0.9, results
 
 
-def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path, capsys):
+@pytest.mark.slow  # about 100 s on 2 cores
+def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path):
     cfg = load(None, _overrides(separable, tmp_path / "run"), cls=FinetuneConfig)
     results = finetune.run(cfg)
-    assert results["labels"] == ["negative", "positive"]
     assert results["validation"]["accuracy"] >= 0.7, results  # from 0.5; it has 160 examples
-    n = sum(1 for _ in open(separable / "separable.csv")) - 1
-    assert np.sum(results["test"]["confusion"]) == round(0.1 * n)  # every example once
-    assert results["truncated"]["train"] > 0  # a few sentences exceed 48 tokens
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["test"] == results["test"]
-    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    evals = [d for d in lines if "eval_cls_accuracy" in d]
-    per_epoch = (n - 2 * round(0.1 * n)) // 16
-    assert [d["step"] for d in evals] == [per_epoch * e for e in range(1, 21)]  # each epoch
-    assert lines[-1]["step"] == 20 * per_epoch and lines[-2]["loss"] < lines[0]["loss"]
-    best = max(d["eval_cls_accuracy"] for d in evals)
-    assert {d["step"]: d["eval_cls_accuracy"] for d in evals}[results["best_step"]] == best
-    assert results["validation"]["accuracy"] == best  # measured on the best checkpoint
-
-    module, labels, _, max_len = finetune.load_classifier(tmp_path / "run")
-    tokenizer = load_tokenizer(tmp_path / "run" / "tokenizer.json")
-    ranked = classify.classify(module, tokenizer, labels,
-                               ["the best and funniest film", "a bad , dull mess"], max_len)
-    assert np.isclose(sum(p for _, p in ranked[0]), 1.0, atol=1e-5)
-    texts = tmp_path / "texts.txt"
-    texts.write_text("the best and funniest film\n\na bad , dull mess\n")
-    assert classify.main(["--checkpoint", str(tmp_path / "run"), "--file", str(texts)]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in printed] == [r[0][0] for r in ranked]
-    assert printed[1].endswith("a bad , dull mess")
 
 
-def test_lora_trains_adapters_and_head_only(separable, tmp_path):
+def test_lora_run_end_to_end(separable, tmp_path, capsys):
+    """Two epochs with LoRA adapters: the expected trainable count, the encoder unchanged
+    bit for bit, only adapters and head in the checkpoint, an evaluation per epoch, the best
+    checkpoint scored, classify and export agreeing with transformers."""
     R, D, L, K = 4, 32, 2, 2
-    cfg = load(None, _overrides(separable, tmp_path / "lora", f"finetune.lora_rank={R}",
+    run_dir = tmp_path / "lora"
+    cfg = load(None, _overrides(separable, run_dir, f"finetune.lora_rank={R}",
                                 "finetune.epochs=2"), cls=FinetuneConfig)
     results = finetune.run(cfg)
     # Per layer: four projections, each A [D, R] + B [R, D]; then the classifier D*K + K.
     assert results["trainable_params"] == L * 4 * 2 * D * R + D * K + K
-    module, _, _, _ = finetune.load_classifier(tmp_path / "lora")
+    assert results["labels"] == ["negative", "positive"]
+    n = sum(1 for _ in open(separable / "separable.csv")) - 1
+    assert np.sum(results["test"]["confusion"]) == round(0.1 * n)  # every example once
+    assert results["truncated"]["train"] > 0  # a few sentences exceed 48 tokens
+    assert json.loads((run_dir / "results.json").read_text())["test"] == results["test"]
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [d for d in lines if "eval_cls_accuracy" in d]
+    per_epoch = (n - 2 * round(0.1 * n)) // 16
+    assert [d["step"] for d in evals] == [per_epoch, 2 * per_epoch]  # one per epoch
+    best = max(d["eval_cls_accuracy"] for d in evals)
+    assert {d["step"]: d["eval_cls_accuracy"] for d in evals}[results["best_step"]] == best
+    assert results["validation"]["accuracy"] == best  # measured on the best checkpoint
+
+    module, labels, _, max_len = finetune.load_classifier(run_dir)
     base = hf.read_weights(separable / "tiny_bert")
     params = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
     for hf_name, path, layout in hf.expand_table(hf.CLASSIFIER_TABLE[:-2], L):
@@ -121,26 +113,33 @@ def test_lora_trains_adapters_and_head_only(separable, tmp_path):
     import jax
     import orbax.checkpoint as ocp
 
-    state_dir = next((tmp_path / "lora" / "checkpoints").glob("*/state"))
+    state_dir = next((run_dir / "checkpoints").glob("*/state"))
     saved = ocp.StandardCheckpointer().metadata(state_dir).item_metadata["params"]
     names = {".".join(str(getattr(k, "key", k)) for k in path)
              for path, _ in jax.tree_util.tree_flatten_with_path(saved)[0]}
     assert names and all(".lora." in n or n.startswith("classifier.") for n in names), names
 
+    texts = ["the best and funniest film", "a bad , dull mess"]
+    ours = classify.classify(module, load_tokenizer(run_dir / "tokenizer.json"), labels, texts,
+                             max_len)
+    assert np.isclose(sum(p for _, p in ours[0]), 1.0, atol=1e-5)
+    lines_file = tmp_path / "texts.txt"
+    lines_file.write_text(texts[0] + "\n\n" + texts[1] + "\n")
+    assert classify.main(["--checkpoint", str(run_dir), "--file", str(lines_file)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in printed] == [r[0][0] for r in ours]
+    assert printed[1].endswith(texts[1])
+
     # Exported with the adapters merged, transformers computes the same probabilities.
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    assert hf.main(["export", "--checkpoint", str(tmp_path / "lora"), "--out",
-                    str(tmp_path / "hf")]) == 0
+    assert hf.main(["export", "--checkpoint", str(run_dir), "--out", str(tmp_path / "hf")]) == 0
     theirs_model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf")
     theirs_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert theirs_model.config.id2label == {0: "negative", 1: "positive"}
-    texts = ["the best and funniest film", "a bad , dull mess"]
     with torch.no_grad():
         theirs = torch.softmax(theirs_model.eval()(**theirs_tok(texts, padding=True,
                                                                 return_tensors="pt")).logits, -1)
-    ours = classify.classify(module, load_tokenizer(tmp_path / "lora" / "tokenizer.json"),
-                    ("negative", "positive"), texts, 32)
     for row, probs in zip(ours, theirs.numpy(), strict=True):
         assert abs(dict(row)["positive"] - probs[1]) < 1e-5
 
