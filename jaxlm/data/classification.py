@@ -266,14 +266,19 @@ class GroupedBatches:
             self._batches = length_grouped_batches(self.lengths, self.batch_size,
                                                    self.seed + epoch)
         rows = self._batches[k]
-        T = min(-(-int(self.lengths[rows].max()) // self.pad_to) * self.pad_to,
-                self.arrays["input_ids"].shape[1])
+        T = self.padded_length(rows)
         return {key: a[rows[self.rows]][:, :T] if a.ndim == 2 else a[rows[self.rows]]
                 for key, a in self.arrays.items()}
 
+    def padded_length(self, rows: np.ndarray) -> int:
+        """T of the batch of these rows: its longest sentence rounded up to `pad_to`."""
+        return min(-(-int(self.lengths[rows].max()) // self.pad_to) * self.pad_to,
+                   self.arrays["input_ids"].shape[1])
+
     def mean_length(self) -> float:
-        """The padded length T of the first epoch's batches, averaged."""
-        return float(np.mean([self[k]["input_ids"].shape[1] for k in range(self.per_epoch)]))
+        """The padded length T of the first epoch's batches, averaged (no rows copied)."""
+        batches = length_grouped_batches(self.lengths, self.batch_size, self.seed)
+        return float(np.mean([self.padded_length(rows) for rows in batches]))
 
     def __repr__(self) -> str:
         return (f"GroupedBatches(n={len(self.lengths)}, batch_size={self.batch_size}, "

@@ -38,23 +38,13 @@ from jaxlm.data.instances import KEYS, MaskingSpec, mask_tokens
 from jaxlm.data.pipeline import SPLITS, Prepared
 
 
-class InstanceSource:
-    """Grain random-access source over one split's memory-mapped `.npy` arrays."""
+class ArraySource:
+    """Grain random-access source over arrays (in memory or memory-mapped) with a common
+    first dimension of `length` rows (default: all of them)."""
 
-    def __init__(self, prepared: Prepared, split: str):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self._name = f"{prepared.directory.name}/{split}"
-        n = prepared.num_train if split == "train" else prepared.num_eval
-        if n == 0:
-            raise DataError(f"{prepared.directory}: the {split} split has no instances"
-                            + (" (data.eval_fraction=0)" if split == "eval" else ""))
-        self._arrays = {}
-        for key in dict.fromkeys(KEYS + packing.KEYS + span_corruption.KEYS):
-            path = prepared.directory / split / f"{key}.npy"
-            if path.is_file():
-                self._arrays[key] = np.load(path, mmap_mode="r")
-        self._len = n
+    def __init__(self, arrays: dict[str, np.ndarray], name: str, length: int | None = None):
+        self._arrays, self._name = arrays, name
+        self._len = len(next(iter(arrays.values()))) if length is None else length
 
     def __len__(self) -> int:
         return self._len
@@ -63,8 +53,26 @@ class InstanceSource:
         return {key: a[index] for key, a in self._arrays.items()}
 
     def __repr__(self) -> str:
-        # Grain compares reprs on restore; the directory name already hashes the settings.
-        return f"InstanceSource({self._name}, n={self._len})"
+        # Grain compares reprs on restore.
+        return f"{type(self).__name__}({self._name}, n={self._len})"
+
+
+class InstanceSource(ArraySource):
+    """One split's memory-mapped `.npy` arrays (the directory name hashes the settings)."""
+
+    def __init__(self, prepared: Prepared, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        n = prepared.num_train if split == "train" else prepared.num_eval
+        if n == 0:
+            raise DataError(f"{prepared.directory}: the {split} split has no instances"
+                            + (" (data.eval_fraction=0)" if split == "eval" else ""))
+        arrays = {}
+        for key in dict.fromkeys(KEYS + packing.KEYS + span_corruption.KEYS):
+            path = prepared.directory / split / f"{key}.npy"
+            if path.is_file():
+                arrays[key] = np.load(path, mmap_mode="r")
+        super().__init__(arrays, f"{prepared.directory.name}/{split}", length=n)
 
 
 class GlobalShuffleSampler:
@@ -136,23 +144,6 @@ def stack_batch(records: list[dict]) -> dict[str, np.ndarray]:
     """Stacks records into a batch: Int32 arrays, except Float32 `*_weights`."""
     return {key: np.stack([r[key] for r in records]).astype(
         np.float32 if key.endswith("_weights") else np.int32) for key in records[0]}
-
-
-class ArraySource:
-    """Grain random-access source over in-memory arrays with a common first dimension."""
-
-    def __init__(self, arrays: dict[str, np.ndarray], name: str):
-        self._arrays, self._name = arrays, name
-        self._len = len(next(iter(arrays.values())))
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        return {key: a[index] for key, a in self._arrays.items()}
-
-    def __repr__(self) -> str:
-        return f"ArraySource({self._name}, n={self._len})"
 
 
 def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, shuffle: bool,
