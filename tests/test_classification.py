@@ -1,5 +1,6 @@
 """Labelled text files for fine-tuning: formats, columns, labels, splits, encoding."""
 
+import concurrent.futures
 import json
 import logging
 
@@ -141,3 +142,17 @@ def test_length_grouped_batches_cover_an_epoch_with_little_padding():
     np.testing.assert_array_equal(np.concatenate([h["label"] for h in halves]),
                                   source[3]["label"])
     assert halves[0]["input_ids"].shape == halves[1]["input_ids"].shape
+
+
+def test_grouped_batches_are_safe_to_read_from_many_threads():
+    """Grain reads records from several threads at once, across epoch boundaries."""
+    N, B, epochs = 4096, 4, 12
+    arrays = {"input_ids": np.ones((N, 16), np.int32), "attention_mask": np.ones((N, 16), np.int32),
+              "label": np.arange(N, dtype=np.int32)}
+    expected = [cd.GroupedBatches(arrays, B, epochs, 0, 16)[r]["label"]
+                for r in range(0, epochs * N // B, 97)]
+    shared = cd.GroupedBatches(arrays, B, epochs, 0, 16)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: shared[r]["label"], range(0, epochs * N // B, 97)))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -254,18 +254,20 @@ class GroupedBatches:
         self.epochs = epochs
         self.rows = slice(process_index * batch_size // process_count,
                           (process_index + 1) * batch_size // process_count)
-        self._epoch, self._batches = None, None
+        self._epoch_batches = (None, None)  # (epoch, its batches), replaced as one
 
     def __len__(self) -> int:
         return self.epochs * self.per_epoch
 
     def __getitem__(self, record: int) -> dict[str, np.ndarray]:
         epoch, k = divmod(record, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            self._batches = length_grouped_batches(self.lengths, self.batch_size,
-                                                   self.seed + epoch)
-        rows = self._batches[k]
+        # Grain's reader threads call this concurrently: read and replace the pair in one
+        # step, so no thread sees a new epoch with the old (or no) batches.
+        cached_epoch, batches = self._epoch_batches
+        if epoch != cached_epoch:
+            batches = length_grouped_batches(self.lengths, self.batch_size, self.seed + epoch)
+            self._epoch_batches = (epoch, batches)
+        rows = batches[k]
         T = self.padded_length(rows)
         return {key: a[rows[self.rows]][:, :T] if a.ndim == 2 else a[rows[self.rows]]
                 for key, a in self.arrays.items()}
