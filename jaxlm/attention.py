@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlm.config import ModelConfig
-from jaxlm.layers import Linear
+from jaxlm.layers import Dropout, Linear
 
 
 def padding_mask(attention_mask_BS: jax.Array) -> jax.Array:
@@ -45,7 +45,7 @@ class KVCache(typing.NamedTuple):
 
 
 def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
-                          mask: jax.Array, dropout: nnx.Dropout) -> jax.Array:
+                          mask: jax.Array, dropout: Dropout) -> jax.Array:
     """softmax(q k^T / sqrt(H)) v with masked keys removed (Vaswani et al. eq. 1).
 
     Scores and softmax are float32 whatever the compute dtype: they are where low
@@ -81,7 +81,7 @@ class MultiHeadAttention(nnx.Module):
         self.key = Linear("BSD,DNH->BSNH", (D, N, H), in_axes, **kw)
         self.value = Linear("BSD,DNH->BSNH", (D, N, H), in_axes, **kw)
         self.output = Linear("BTNH,NHD->BTD", (N, H, D), ("heads", "kv", "embed"), **kw)
-        self.dropout = nnx.Dropout(config.attention_dropout, rngs=rngs)
+        self.dropout = Dropout(config.attention_dropout, rngs=rngs)
 
     def __call__(self, x_BTD: jax.Array, mask: jax.Array,
                  context_BSD: jax.Array | None = None) -> jax.Array:

@@ -1,36 +1,53 @@
-"""Benchmarks: `python -m jaxlm.bench pretrain|data ...`, references measured in the same run.
+"""Benchmarks: `python -m jaxlm.bench pretrain|memory|loop|data ...`, references in the same run.
 
     python -m jaxlm.bench pretrain --config configs/bert_mini.yaml --batch-size 32 \\
-        --seq-len 128 --steps 20 --compare torch,flax
+        --seq-len 128 --steps 20 --compare torch,flax,keras_hub [--keras-python PY]
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m jaxlm.bench memory \\
+        --config configs/bert_large.yaml --batch-size 8 --seq-len 512 --meshes data=8 fsdp=8
+    python -m jaxlm.bench loop --config configs/bert_tiny.yaml
     python -m jaxlm.bench data --config configs/bert_tiny.yaml
 
 `pretrain` times one optimizer step of BERT pretraining (MLM + NSP, AdamW, clipping,
 dropout as configured) on the same synthetic batch for every library: jaxlm's real train
 step (`jaxlm.trainer.make_train_step`) and, when installed, Hugging Face's PyTorch
-`BertForPreTraining` (with torch's AdamW) and Flax `FlaxBertForPreTraining` (transformers < 5,
-with an optax step under `jax.jit`). A missing reference is skipped with a note.
+`BertForPreTraining` (with torch's AdamW), Flax `FlaxBertForPreTraining` (transformers < 5,
+with an optax step under `jax.jit`) and KerasHub's `BertMaskedLM` on the JAX backend (MLM
+only; `jaxlm/bench_keras.py` in a child process, under `--keras-python` when KerasHub lives
+in another venv). A missing reference is skipped with a note.
 
 FLOPs are the model's matmul FLOPs as configured (`tasks.bert_train_flops`: forward
 x 3 for forward + backward), for jaxlm with the MLM head on the P gathered positions, and
 with `--full-vocab` on all T positions as Hugging Face computes it. MFU divides FLOP/s by
 the float32 matmul peak measured in the same process (`metrics.measure_cpu_peak`) on a
 CPU, or by the datasheet peak on an accelerator. The last line printed is one JSON object
-with every figure and the ratios jaxlm/torch and jaxlm/flax.
+with every figure and the ratios jaxlm/<reference>.
+
+`memory` compiles the train step on each mesh and reports XLA's bytes per device (nothing
+is allocated); `loop` runs `train.py`'s loop and compares its tokens/s with the bare step's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import typing
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from jaxlm import hf, metrics, optim, sharding, tasks, trainer
+from jaxlm import data, hf, host, metrics, optim, sharding, tasks, trainer
 from jaxlm.config import MeshConfig, ModelConfig, TrainConfig, load
+from jaxlm.pretrain import resolve_model
+from jaxlm.pretrain import run as run_pretraining
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,28 +100,44 @@ def _time(step, steps: int, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
-    """The trainer's jitted step on one device, state donated, no host sync inside the loop."""
-    mesh = sharding.make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
-    train_cfg = TrainConfig(steps=1000, warmup_steps=10)
-    tx = optim.make_optimizer(train_cfg)
+BENCH_TRAIN = TrainConfig(steps=1000, warmup_steps=10)  # the optimizer every library gets
+
+
+def train_step(cfg: ModelConfig, mesh) -> tuple[trainer.StateSetup, typing.Callable]:
+    """The trainer's state set-up and jitted step for `cfg` on `mesh`."""
+    tx = optim.make_optimizer(BENCH_TRAIN)
     setup = trainer.setup_state(cfg, 0, tx, mesh)
-    step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh)
+    return setup, trainer.make_train_step(setup, tx, optim.learning_rate_schedule(BENCH_TRAIN),
+                                          mesh)
+
+
+def device_bytes(compiled) -> dict | None:
+    """XLA's memory analysis of a compiled step, in bytes per device: arguments (state and
+    batch), outputs, the outputs that reuse donated arguments, temporaries, and the total
+    live at once (arguments + outputs - aliased + temporaries). None where not reported."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    parts = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
+             "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
+    parts = {k: int(v) for k, v in parts.items()}
+    return {**parts, "total": parts["arguments"] + parts["outputs"] - parts["aliased"]
+            + parts["temporaries"]}
+
+
+def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
+    """The trainer's jitted step on one device with the state donated, as `train.py` runs it."""
+    mesh = sharding.make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    setup, step = train_step(cfg, mesh)
     device_batch = sharding.global_batch(batch, mesh)
     holder = {"state": setup.init()}
-    compiled = step.lower(holder["state"], setup.fixed, device_batch).compile()
-    memory = compiled.memory_analysis()
+    memory = device_bytes(step.lower(holder["state"], setup.fixed, device_batch).compile())
 
     def one():
         holder["state"], out = step(holder["state"], setup.fixed, device_batch)
         jax.block_until_ready(out["loss"])
 
-    seconds = _time(one, steps)
-    peak_bytes = None
-    if memory is not None:
-        peak_bytes = int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                         + memory.output_size_in_bytes - memory.alias_size_in_bytes)
-    return {"step_s": seconds, "peak_bytes": peak_bytes}
+    return {"step_s": _time(one, steps), "peak_bytes": memory and memory["total"]}
 
 
 def _hf_config(cfg: ModelConfig):
@@ -178,28 +211,67 @@ def time_flax(cfg: ModelConfig, batch: Batch, steps: int) -> dict:
     return {"step_s": _time(one, steps)}
 
 
-REFERENCES = {"torch": time_torch, "flax": time_flax}
+def time_keras_hub(cfg: ModelConfig, batch: Batch, steps: int, python: str = sys.executable,
+                   env: dict | None = None) -> dict:
+    """KerasHub's BertMaskedLM (JAX backend), MLM only, run by `jaxlm/bench_keras.py` in a
+    child process under `python` on the same batch; `env` adds to its environment.
+
+    Raises:
+      ImportError: `python` has no keras-hub.
+    """
+    child_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
+    with tempfile.TemporaryDirectory() as tmp:
+        batch_path = Path(tmp) / "batch.npz"
+        np.savez(batch_path, **batch.arrays)
+        settings = json.dumps({**dataclasses.asdict(cfg), "steps": steps})
+        done = subprocess.run([python, str(Path(__file__).with_name("bench_keras.py")),
+                               str(batch_path), settings], capture_output=True, text=True,
+                              env={**child_env, **(env or {})})
+    if done.returncode:
+        raise RuntimeError(f"the KerasHub peer ({python}) failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        raise ImportError(f"{python}: {result['error']}")
+    return result
+
+
+REFERENCES = {"torch": time_torch, "flax": time_flax, "keras_hub": time_keras_hub}
+
+
+def predictions_per_sequence(seq_len: int) -> int:
+    """BERT's max predictions per sequence: 20 at T=128, 80 at 512 (15% of T, rounded)."""
+    return max(1, round(20 * seq_len / 128))
 
 
 def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
-             compare: tuple[str, ...] = (), full_vocab_logits: bool = False) -> dict:
-    """Times jaxlm and the references on one batch; returns every figure and the ratios."""
+             compare: tuple[str, ...] = (), full_vocab_logits: bool = False,
+             keras_python: str = sys.executable, peer_env: dict | None = None) -> dict:
+    """Times jaxlm and the references on one batch; returns every figure and the ratios.
+
+    Args:
+      keras_python: the Python that runs the KerasHub peer.
+      peer_env: environment for the peer (the malloc settings this process runs under).
+    """
     if seq_len > cfg.max_position_embeddings:
         raise ValueError(f"--seq-len {seq_len} exceeds model.max_position_embeddings="
                          f"{cfg.max_position_embeddings}")
-    P = max(1, round(20 * seq_len / 128))  # BERT's max predictions: 20 at T=128, 80 at 512
+    P = predictions_per_sequence(seq_len)
     batch = synthetic_batch(cfg, batch_size, seq_len, P)
     arrays = full_vocab(batch) if full_vocab_logits else batch.arrays
     predictions = seq_len if full_vocab_logits else P
     flops = tasks.bert_train_flops(cfg, batch_size, seq_len, predictions)
     on_cpu = jax.devices()[0].platform == "cpu"  # fake CPU devices share one host's cores
-    peak = metrics.measure_cpu_peak() if on_cpu else metrics.peak_flops() / jax.device_count()
     tokens = batch_size * seq_len
+    references = {**REFERENCES, "keras_hub": functools.partial(
+        time_keras_hub, python=keras_python, env=peer_env)}
     results = {"jaxlm": time_jaxlm(cfg, arrays, steps)}
+    # The matmul peak, measured right after jaxlm's timing: on a shared machine the best
+    # of repeated short matmuls is what the cores can do at this moment.
+    peak = metrics.measure_cpu_peak() if on_cpu else metrics.peak_flops() / jax.device_count()
     notes = {}
     for name in compare:
         try:
-            results[name] = REFERENCES[name](cfg, batch, steps)
+            results[name] = references[name](cfg, batch, steps)
         except (ImportError, AttributeError) as e:
             notes[name] = f"skipped: {type(e).__name__}: {e}"
     for r in results.values():
@@ -216,11 +288,64 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
     }
 
 
+def parse_mesh(spec: str) -> MeshConfig:
+    """"data=8" or "data=2,fsdp=2,tensor=2" -> MeshConfig (axes not named keep defaults)."""
+    try:
+        sizes = {k: int(v) for k, v in (part.split("=") for part in spec.split(","))}
+        return MeshConfig(**sizes)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--meshes: cannot read {spec!r} as axis=size[,axis=size]: {e}") from e
+
+
+def memory(cfg: ModelConfig, *, batch_size: int, seq_len: int, meshes: list[str]) -> dict:
+    """Bytes per device of the compiled train step (AdamW state, batch, activations) on each
+    mesh, from XLA's memory analysis: the step is compiled for the abstract state, nothing
+    is allocated, so a model far too large for this machine can be measured."""
+    batch = synthetic_batch(cfg, batch_size, seq_len, predictions_per_sequence(seq_len)).arrays
+    report = {"config": dataclasses.asdict(cfg), "batch_size": batch_size, "seq_len": seq_len,
+              "devices": jax.device_count(), "meshes": {}}
+    for spec in meshes:
+        mesh = sharding.make_mesh(parse_mesh(spec))
+        sharding.check_batch_size(batch_size, 1, mesh)
+        setup, step = train_step(cfg, mesh)
+        on_mesh = sharding.batch_sharding(mesh)
+        abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=on_mesh)
+                          for k, v in batch.items()}
+        compiled = step.lower(setup.abstract, setup.fixed, abstract_batch).compile()
+        report["meshes"][spec] = device_bytes(compiled)
+    return report
+
+
+def loop(config: str, overrides: list[str], steps: int) -> dict:
+    """tokens/s of `train.py`'s loop (Grain loader, host-to-device copies, metrics, progress
+    bar; no evaluation, one checkpoint at the end) against the bare step on one of its
+    batches, both after compilation, in this process.
+
+    The loop's figure is the median of its logged `tokens_per_s` (each over `log_every`
+    steps); the bare step runs on one device, as the loop does on a single-CPU machine.
+    """
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = load(config, [*overrides, f"run_dir={run_dir}", f"train.steps={steps}",
+                            "train.eval_every=0", f"train.checkpoint_every={steps}"])
+        run_pretraining(cfg)
+        lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
+    loop_tokens_s = statistics.median(line["tokens_per_s"] for line in lines
+                                      if "tokens_per_s" in line)
+    prepared = data.prepare(cfg.data, seed=cfg.train.seed)
+    model_cfg = resolve_model(cfg, prepared).model
+    batch = next(iter(data.make_loader(prepared, "train", cfg.train.batch_size,
+                                       seed=cfg.train.seed, shuffle=True, num_epochs=None)))
+    bare = time_jaxlm(model_cfg, batch, steps=max(2, steps // 5))
+    tokens = cfg.train.batch_size * prepared.max_seq_length
+    bare_tokens_s = tokens / bare["step_s"]
+    return {"config": config, "overrides": overrides, "steps": steps,
+            "loop_tokens_per_s": loop_tokens_s, "bare_step_tokens_per_s": bare_tokens_s,
+            "loop/bare": loop_tokens_s / bare_tokens_s}
+
+
 def data_throughput(cfg, batch_size: int, batches: int) -> dict:
     """Batches per second the Grain loader reads from the prepared data in one process,
     to set against the train step rate: the loader must never be the bottleneck."""
-    from jaxlm import data
-
     prepared = data.prepare(cfg.data, seed=cfg.train.seed)
     rate = data.loader_throughput(prepared, batch_size, batches)
     return {"batches_per_s": rate, "tokens_per_s": rate * batch_size * prepared.max_seq_length,
@@ -228,48 +353,81 @@ def data_throughput(cfg, batch_size: int, batches: int) -> dict:
 
 
 def table(report: dict) -> str:
-    rows = [f"{'library':<8} {'step ms':>9} {'tokens/s':>10} {'MFU':>6}"]
+    rows = [f"{'library':<9} {'step ms':>9} {'tokens/s':>10} {'MFU':>6}"]
     for name, r in report["results"].items():
         mfu = f"{r['mfu']:.2f}" if "mfu" in r else ""
-        rows.append(f"{name:<8} {1e3 * r['step_s']:>9.1f} {r['tokens_per_s']:>10.0f} {mfu:>6}")
+        rows.append(f"{name:<9} {1e3 * r['step_s']:>9.1f} {r['tokens_per_s']:>10.0f} {mfu:>6}")
     rows += [f"{k}: {v:.2f}x" for k, v in report["ratios"].items()]
     rows += [f"{k}: {v}" for k, v in report["notes"].items()]
     return "\n".join(rows)
 
 
+def memory_table(report: dict) -> str:
+    rows = [f"{'mesh':<24} {'arguments':>10} {'temporaries':>12} {'total':>10}  (MiB/device)"]
+    for spec, m in report["meshes"].items():
+        if m is None:
+            rows.append(f"{spec:<24} (no memory analysis on this backend)")
+            continue
+        rows.append(f"{spec:<24} {m['arguments'] / 2**20:>10.0f} {m['temporaries'] / 2**20:>12.0f}"
+                    f" {m['total'] / 2**20:>10.0f}")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
+    applied = host.keep_freed_memory()  # before JAX starts its CPU client
     parser = argparse.ArgumentParser(prog="python -m jaxlm.bench")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pretrain", help="train-step throughput vs Hugging Face")
+    p = sub.add_parser("pretrain", help="train-step throughput vs Hugging Face and KerasHub")
     p.add_argument("--config", default="configs/bert_mini.yaml")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--compare", default="torch,flax", help="comma-separated: torch, flax")
+    p.add_argument("--compare", default="torch,flax",
+                   help=f"comma-separated, from: {', '.join(REFERENCES)}")
+    p.add_argument("--keras-python", default=sys.executable,
+                   help="the Python of a venv with keras-hub (default: this one)")
     p.add_argument("--full-vocab", action="store_true",
                    help="MLM logits at every position, as Hugging Face computes them")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    m = sub.add_parser("memory", help="compiled train-step bytes per device on each mesh")
+    m.add_argument("--config", default="configs/bert_large.yaml")
+    m.add_argument("--batch-size", type=int, default=8)
+    m.add_argument("--seq-len", type=int, default=512)
+    m.add_argument("--meshes", nargs="+", default=["data=8", "fsdp=8"], metavar="AXIS=N,...")
+    lp = sub.add_parser("loop", help="train.py's loop tokens/s vs the bare step")
+    lp.add_argument("--config", default="configs/bert_tiny.yaml")
+    lp.add_argument("--steps", type=int, default=1000)
     d = sub.add_parser("data", help="loader batches/s on one core")
     d.add_argument("--config", default="configs/bert_tiny.yaml")
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--batches", type=int, default=200)
-    d.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    for command in (p, m, lp, d):
+        command.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "data":
         report = data_throughput(load(args.config, args.overrides), args.batch_size,
                                  args.batches)
         print(f"loader: {report['batches_per_s']:.0f} batches/s of {args.batch_size} "
               f"({report['tokens_per_s']:.0f} tokens/s) on one process")
-        print(json.dumps(report))
-        return 0
-    cfg = load(args.config, args.overrides).model
-    compare = tuple(c for c in args.compare.split(",") if c)
-    unknown = set(compare) - set(REFERENCES)
-    if unknown:
-        parser.error(f"--compare: unknown {sorted(unknown)}; choose from {sorted(REFERENCES)}")
-    report = pretrain(cfg, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
-                      compare=compare, full_vocab_logits=args.full_vocab)
-    print(table(report))
+    elif args.command == "loop":
+        report = loop(args.config, args.overrides, args.steps)
+        print(f"train.py loop: {report['loop_tokens_per_s']:.0f} tokens/s, bare step: "
+              f"{report['bare_step_tokens_per_s']:.0f} tokens/s, "
+              f"loop/bare {report['loop/bare']:.2f}")
+    elif args.command == "memory":
+        report = memory(load(args.config, args.overrides).model, batch_size=args.batch_size,
+                        seq_len=args.seq_len, meshes=args.meshes)
+        print(memory_table(report))
+    else:
+        compare = tuple(c for c in args.compare.split(",") if c)
+        unknown = set(compare) - set(REFERENCES)
+        if unknown:
+            parser.error(f"--compare: unknown {sorted(unknown)}; choose from "
+                         f"{sorted(REFERENCES)}")
+        report = pretrain(load(args.config, args.overrides).model, batch_size=args.batch_size,
+                          seq_len=args.seq_len, steps=args.steps, compare=compare,
+                          full_vocab_logits=args.full_vocab, keras_python=args.keras_python,
+                          peer_env=host.ENVIRONMENT if applied else None)
+        print(table(report))
     print(json.dumps(report))
     return 0
 

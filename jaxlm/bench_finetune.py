@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from jaxlm import finetune
+from jaxlm import finetune, host
 from jaxlm.config import FinetuneConfig, load
 from jaxlm.data.classification import label_set
 from jaxlm.pretrain import setup_logging
@@ -138,6 +138,7 @@ def torch_finetune(init_from: str, splits, epochs: int, cfg: FinetuneConfig) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    host.keep_freed_memory()  # before JAX starts its CPU client
     parser = argparse.ArgumentParser(prog="python -m jaxlm.bench_finetune")
     parser.add_argument("--init-from", required=True, help="a Hugging Face BERT directory")
     parser.add_argument("--epochs", type=int, default=1)

@@ -16,7 +16,7 @@ from flax import nnx
 
 from jaxlm.attention import padding_mask
 from jaxlm.config import ModelConfig
-from jaxlm.layers import Embedding, LayerNorm, Linear
+from jaxlm.layers import Dropout, Embedding, LayerNorm, Linear
 from jaxlm.transformer import EncoderBlock, apply_stack
 
 
@@ -36,7 +36,7 @@ class BertEmbeddings(nnx.Module):
         self.token_type_embeddings = Embedding(config.type_vocab_size, D, (None, "embed"),
                                                init_std=std, rngs=rngs, **_dtypes(config))
         self.norm = LayerNorm(D, eps=config.layer_norm_eps, **_dtypes(config))
-        self.dropout = nnx.Dropout(config.hidden_dropout, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
 
     def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array) -> jax.Array:
         T = input_ids_BT.shape[1]
@@ -156,7 +156,7 @@ class BertForSequenceClassification(nnx.Module):
             raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
         self.config = config
         self.bert = BertModel(config, rngs=rngs)
-        self.dropout = nnx.Dropout(classifier_dropout, rngs=rngs)
+        self.dropout = Dropout(classifier_dropout, rngs=rngs)
         self.classifier = Linear("BD,DK->BK", (config.hidden_size, num_labels), ("embed", None),
                                  init_std=config.initializer_range, rngs=rngs, **_dtypes(config))
 

@@ -21,7 +21,7 @@ from flax import nnx
 from jaxlm.attention import KVCache, padding_mask
 from jaxlm.config import ModelConfig
 from jaxlm.gpt import check_length, decoder_mask
-from jaxlm.layers import Embedding, LayerNorm
+from jaxlm.layers import Dropout, Embedding, LayerNorm
 from jaxlm.transformer import DecoderBlock, EncoderBlock, apply_stack, rematerialized
 
 
@@ -49,7 +49,7 @@ class EncoderDecoderTransformer(nnx.Module):
         if config.position_embedding == "learned":
             self.position_embeddings = Embedding(config.max_position_embeddings, D,
                                                  (None, "embed"), **kw)
-        self.dropout = nnx.Dropout(config.hidden_dropout, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
         self.encoder_layers = nnx.List([EncoderBlock(config, pre_norm=True, rngs=rngs)
                                         for _ in range(config.num_layers)])
         self.encoder_norm = LayerNorm(D, **norm)

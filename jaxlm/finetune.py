@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxlm import metrics, optim, plot, sharding, tasks, trainer
+from jaxlm import host, metrics, optim, plot, sharding, tasks, trainer
 from jaxlm.checkpoint import Checkpointer, load_run, open_latest, restore_params, run_tokenizer
 from jaxlm.config import ConfigError, FinetuneConfig, ModelConfig, from_dict, load, to_dict
 from jaxlm.data import DataError, load_tokenizer
@@ -296,6 +296,7 @@ def load_classifier(path: str | Path, mesh=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    host.keep_freed_memory()  # before JAX starts its CPU client
     parser = argparse.ArgumentParser(
         prog="python -m jaxlm.finetune",
         description="Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "

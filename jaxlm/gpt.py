@@ -21,7 +21,7 @@ from flax import nnx
 
 from jaxlm.attention import KVCache, causal_mask, padding_mask
 from jaxlm.config import ModelConfig
-from jaxlm.layers import Embedding, LayerNorm
+from jaxlm.layers import Dropout, Embedding, LayerNorm
 from jaxlm.transformer import DecoderBlock, apply_stack
 
 
@@ -66,7 +66,7 @@ class GPTLanguageModel(nnx.Module):
         self.token_embeddings = Embedding(config.vocab_size, D, ("vocab", "embed"), **kw)
         self.position_embeddings = Embedding(config.max_position_embeddings, D,
                                              (None, "embed"), **kw)
-        self.dropout = nnx.Dropout(config.hidden_dropout, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
         self.layers = nnx.List([DecoderBlock(config, rngs=rngs)
                                 for _ in range(config.num_layers)])
         self.final_norm = LayerNorm(D, eps=config.layer_norm_eps, dtype=jnp.dtype(config.dtype),

@@ -1,4 +1,4 @@
-"""Layers shared by every model: einsum projections, embeddings, layer norm.
+"""Layers shared by every model: einsum projections, embeddings, layer norm, dropout.
 
 Shapes follow the legend in `jaxlm/__init__.py`. Every parameter carries `logical_axes`
 metadata, one name per dimension ("vocab", "embed", "heads", "kv", "mlp" or None);
@@ -114,6 +114,51 @@ class Embedding(nnx.Module):
         """Scores of every table row against `x`: the tied output layer (BERT 3.1, Task #1)."""
         return jnp.einsum("BPD,VD->BPV", x_BPD.astype(self.dtype),
                           self.embedding[...].astype(self.dtype))
+
+
+def fmix32(h_X: jax.Array) -> jax.Array:
+    """MurmurHash3's finalizer (Appleby 2011): a bijection of uint32 in which every input
+    bit flips each output bit with probability about 1/2."""
+    h_X = h_X ^ (h_X >> 16)
+    h_X = h_X * jnp.uint32(0x85EBCA6B)
+    h_X = h_X ^ (h_X >> 13)
+    h_X = h_X * jnp.uint32(0xC2B2AE35)
+    return h_X ^ (h_X >> 16)
+
+
+def hash_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """32 random bits per element of `shape`: each element's index hashed under a 64-bit
+    seed drawn from `key`, fmix32(fmix32(index ^ k0) + k1).
+
+    A counter-based generator (Salmon et al. 2011) like JAX's threefry, with two rounds of a
+    cheap mixer instead of threefry's twenty: on a CPU it builds a dropout mask about 30x
+    faster, which was 6% of a BERT-mini training step. The mask depends on the key and the
+    global index only, so it is the same on any device mesh.
+    """
+    size = math.prod(shape)
+    if size >= 2**32:
+        raise ValueError(f"hash_bits indexes elements with uint32; shape {shape} is too large")
+    k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
+    index_X = jax.lax.iota(jnp.uint32, size).reshape(shape)
+    return fmix32(fmix32(index_X ^ k0) + k1)
+
+
+class Dropout(nnx.Dropout):
+    """Inverted dropout (Srivastava et al. 2014): in training each element is zeroed with
+    probability `rate` and the survivors scaled by 1 / (1 - rate); in eval mode the identity.
+
+    `nnx.Dropout` with the mask drawn by `hash_bits`; `train()`, `eval()` and reseeding the
+    "dropout" stream work as for `nnx.Dropout`.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.deterministic or self.rate == 0.0:
+            return x
+        if self.rate == 1.0:
+            return jnp.zeros_like(x)
+        threshold = min(round(self.rate * 2**32), 2**32 - 1)  # P(bits < threshold) = rate
+        keep_X = hash_bits(self.rngs(), x.shape) >= jnp.uint32(threshold)
+        return jnp.where(keep_X, x / (1.0 - self.rate), 0).astype(x.dtype)
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:

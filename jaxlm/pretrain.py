@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxlm import data, metrics, optim, plot, sharding, tasks, trainer
+from jaxlm import data, host, metrics, optim, plot, sharding, tasks, trainer
 from jaxlm.checkpoint import Checkpointer
 from jaxlm.config import Config, ConfigError, TrainConfig, load, to_dict
 
@@ -264,6 +264,7 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    host.keep_freed_memory()  # before JAX starts its CPU client
     setup_logging()
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))

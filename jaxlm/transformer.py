@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxlm.attention import KVCache, MultiHeadAttention
 from jaxlm.config import ModelConfig
-from jaxlm.layers import LayerNorm, Linear
+from jaxlm.layers import Dropout, LayerNorm, Linear
 
 
 def rematerialized(block_call, policy: str):
@@ -70,7 +70,7 @@ class EncoderBlock(nnx.Module):
         self.attention_norm = LayerNorm(config.hidden_size, **norm)
         self.mlp = FeedForward(config, rngs=rngs)
         self.mlp_norm = LayerNorm(config.hidden_size, **norm)
-        self.dropout = nnx.Dropout(config.hidden_dropout, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
 
     def __call__(self, x_BTD: jax.Array, mask_B11S: jax.Array) -> jax.Array:
         with jax.named_scope("attention"):
@@ -107,7 +107,7 @@ class DecoderBlock(nnx.Module):
             self.cross_attention = MultiHeadAttention(config, rngs=rngs)
         self.mlp_norm = LayerNorm(config.hidden_size, **norm)
         self.mlp = FeedForward(config, rngs=rngs)
-        self.dropout = nnx.Dropout(config.hidden_dropout, rngs=rngs)
+        self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
 
     def __call__(self, x_BTD: jax.Array, mask_BTS: jax.Array, memory: KVCache | None = None,
                  memory_mask_B11S: jax.Array | None = None) -> jax.Array:

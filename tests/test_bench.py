@@ -1,6 +1,7 @@
 """The benchmark code path runs (2 steps, no timing assertions) and compares like with like."""
 
 import dataclasses
+import sys
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ from flax import nnx
 
 from jaxlm import bench, tasks
 from jaxlm.bert import BertForPreTraining
+from jaxlm.config import ModelConfig
 
 
 def test_synthetic_batch_labels_match_the_masked_tokens(tiny_config):
@@ -40,9 +42,10 @@ def test_pretrain_benchmark_runs(tiny_config):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     report = bench.pretrain(tiny_config, batch_size=4, seq_len=16, steps=2,
-                            compare=("torch", "flax"))
+                            compare=("torch", "flax", "keras_hub"))
     assert set(report["results"]) >= {"jaxlm", "torch"}
-    assert "flax" in report["results"] or "flax" in report["notes"]
+    for peer in ("flax", "keras_hub"):  # measured where installed, else a note says why
+        assert peer in report["results"] or "skipped" in report["notes"][peer]
     assert report["results"]["jaxlm"]["mfu"] > 0
     assert report["ratios"]["jaxlm/torch"] > 0
     assert "jaxlm/torch" in bench.table(report)
@@ -51,3 +54,32 @@ def test_pretrain_benchmark_runs(tiny_config):
 def test_sequence_longer_than_positions_is_refused(tiny_config):
     with pytest.raises(ValueError, match="--seq-len 65 exceeds"):
         bench.pretrain(tiny_config, batch_size=2, seq_len=65, steps=1)
+
+
+def test_keras_peer_reports_a_missing_install(tmp_path):
+    """The peer runs under another Python; without keras-hub it answers with the error."""
+    batch = bench.synthetic_batch(ModelConfig(vocab_size=50), B=2, T=8, P=2)
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")
+    python.chmod(0o755)
+    with pytest.raises(ImportError, match="keras"):
+        bench.time_keras_hub(ModelConfig(vocab_size=50), batch, steps=1, python=str(python))
+
+
+def test_fsdp_needs_fewer_bytes_per_device_than_data_parallel(tiny_config):
+    report = bench.memory(tiny_config, batch_size=8, seq_len=16, meshes=["data=8", "fsdp=8"])
+    data, fsdp = report["meshes"]["data=8"], report["meshes"]["fsdp=8"]
+    assert fsdp["arguments"] < data["arguments"] / 4  # params and AdamW moments in 8 shards
+    assert fsdp["total"] < data["total"]
+    assert "fsdp=8" in bench.memory_table(report)
+    with pytest.raises(ValueError, match="cannot read 'fsdp'"):
+        bench.parse_mesh("fsdp")
+
+
+@pytest.mark.slow
+def test_loop_benchmark_compares_the_real_loop_with_the_bare_step(run_overrides):
+    report = bench.loop("configs/bert_tiny.yaml", [*run_overrides, "train.log_every=2"],
+                        steps=4)
+    assert report["loop_tokens_per_s"] > 0 and report["bare_step_tokens_per_s"] > 0
+    assert report["loop/bare"] == pytest.approx(
+        report["loop_tokens_per_s"] / report["bare_step_tokens_per_s"])

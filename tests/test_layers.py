@@ -1,8 +1,10 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
-from jaxlm.layers import Embedding, LayerNorm, Linear, layer_norm
+from jaxlm.layers import Dropout, Embedding, LayerNorm, Linear, fmix32, hash_bits, layer_norm
 
 
 def test_layer_norm_matches_numpy():
@@ -70,3 +72,47 @@ def test_lora_adds_a_scaled_low_rank_update_that_starts_at_zero():
                  lora_rank=R, lora_alpha=4.0, **kw)
     assert out.lora.a.shape == (N, H, R) and out.lora.b.shape == (R, D)
     assert Linear("BD,DK->BK", (D, 2), ("embed", None), rngs=nnx.Rngs(0), **kw).lora is None
+
+
+def _fmix32_reference(h: int) -> int:
+    """MurmurHash3's fmix32 on a Python int, written from its published definition."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def test_hash_bits_are_fmix32_of_the_keyed_index():
+    values = [0, 1, 2, 0xDEADBEEF, 0xFFFFFFFF, 123456789]
+    got = np.asarray(fmix32(jnp.asarray(values, jnp.uint32)))
+    assert got.tolist() == [_fmix32_reference(v) for v in values]
+    key = jax.random.key(3)
+    k0, k1 = (int(k) for k in jax.random.bits(key, (2,), jnp.uint32))
+    bits = np.asarray(hash_bits(key, (3, 5)))
+    expected = [_fmix32_reference((_fmix32_reference(i ^ k0) + k1) & 0xFFFFFFFF)
+                for i in range(15)]
+    assert bits.ravel().tolist() == expected
+
+
+def test_hash_bits_look_uniform_and_depend_on_the_key():
+    bits = np.asarray(hash_bits(jax.random.key(0), (1 << 20,)))
+    ones_per_bit = ((bits[:, None] >> np.arange(32, dtype=np.uint32)) & 1).mean(0)
+    np.testing.assert_allclose(ones_per_bit, 0.5, atol=4 * 0.5 / 2**10)  # 4 sigma
+    other = np.asarray(hash_bits(jax.random.key(1), (1 << 20,)))
+    same_bit = (((bits ^ other) >> np.arange(32, dtype=np.uint32)[:, None]) & 1) == 0
+    np.testing.assert_allclose(same_bit.mean(1), 0.5, atol=4 * 0.5 / 2**10)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_drops_at_its_rate_and_scales_the_rest(rate):
+    drop = Dropout(rate, rngs=nnx.Rngs(dropout=0))
+    x = jnp.full((256, 4096), 2.0)
+    y = np.asarray(drop(x))
+    kept = y != 0
+    sigma = np.sqrt(rate * (1 - rate) / y.size)
+    assert abs(kept.mean() - (1 - rate)) < 4 * sigma
+    np.testing.assert_allclose(y[kept], 2.0 / (1 - rate), rtol=1e-6)
+    assert not np.array_equal(np.asarray(drop(x)) != 0, kept)  # the stream moves on
+    drop.eval()
+    np.testing.assert_array_equal(drop(x), x)

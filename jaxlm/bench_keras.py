@@ -1,0 +1,56 @@
+"""The KerasHub peer of `python -m jaxlm.bench pretrain --compare keras_hub`.
+
+    python jaxlm/bench_keras.py BATCH.npz '{"hidden_size": 256, ...}'
+
+Runs on its own, under a Python that has keras-hub and keras (JAX backend) but not
+necessarily jaxlm, since KerasHub's tensorflow-text dependency is about 3 GB: imports
+nothing from jaxlm. Trains KerasHub's `BertMaskedLM` (MLM on the gathered masked positions,
+no NSP) with AdamW and global-norm clipping on the benchmark's batch, and prints one JSON
+line: seconds per `train_on_batch` (which waits for the loss) after two warm-up steps.
+"""
+
+import json
+import os
+import sys
+import time
+
+
+def main(batch_path: str, settings: str) -> dict:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    try:
+        import keras
+        import keras_hub
+        import numpy as np
+    except ImportError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    cfg = json.loads(settings)
+    batch = np.load(batch_path)
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=cfg["vocab_size"], num_layers=cfg["num_layers"],
+        num_heads=cfg["num_heads"], hidden_dim=cfg["hidden_size"],
+        intermediate_dim=cfg["intermediate_size"], dropout=cfg["hidden_dropout"],
+        max_sequence_length=cfg["max_position_embeddings"],
+        num_segments=cfg["type_vocab_size"])
+    model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.01, beta_1=0.9, beta_2=0.999,
+                                         epsilon=1e-6, global_clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[])
+    x = {"token_ids": batch["input_ids"], "segment_ids": batch["token_type_ids"],
+         "padding_mask": batch["attention_mask"].astype(bool),
+         "mask_positions": batch["masked_positions"]}
+    y, w = batch["masked_ids"], batch["masked_weights"]
+    for _ in range(2):
+        model.train_on_batch(x, y, sample_weight=w)
+    steps = cfg["steps"]
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y, sample_weight=w)
+    return {"step_s": (time.perf_counter() - start) / steps, "keras": keras.__version__,
+            "keras_hub": keras_hub.__version__}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))
