@@ -91,12 +91,14 @@ def full_vocab(batch: Batch) -> dict:
 
 
 def _time(step, steps: int, warmup: int = 2) -> float:
-    """Seconds per call of `step()` (which blocks until its result is ready)."""
+    """Seconds per call of `step()`, waiting for the last call's result only: JAX steps
+    queue up asynchronously, as in train.py's loop (PyTorch's return when done)."""
     for _ in range(warmup):
-        step()
+        jax.block_until_ready(step())
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        out = step()
+    jax.block_until_ready(out)
     return (time.perf_counter() - start) / steps
 
 
@@ -125,8 +127,10 @@ def device_bytes(compiled) -> dict | None:
             + parts["temporaries"]}
 
 
-def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
-    """The trainer's jitted step on one device with the state donated, as `train.py` runs it."""
+def jaxlm_step(cfg: ModelConfig, batch: dict) -> tuple[typing.Callable, dict | None]:
+    """A call of the trainer's jitted step on one device with the state donated, as
+    `train.py` runs it (returning its metrics, not waiting for them), and the compiled
+    step's memory analysis."""
     mesh = sharding.make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
     setup, step = train_step(cfg, mesh)
     device_batch = sharding.global_batch(batch, mesh)
@@ -135,8 +139,13 @@ def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
 
     def one():
         holder["state"], out = step(holder["state"], setup.fixed, device_batch)
-        jax.block_until_ready(out["loss"])
+        return out
 
+    return one, memory
+
+
+def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
+    one, memory = jaxlm_step(cfg, batch)
     return {"step_s": _time(one, steps), "peak_bytes": memory and memory["total"]}
 
 
@@ -304,8 +313,9 @@ def memory(cfg: ModelConfig, *, batch_size: int, seq_len: int, meshes: list[str]
     batch = synthetic_batch(cfg, batch_size, seq_len, predictions_per_sequence(seq_len)).arrays
     report = {"config": dataclasses.asdict(cfg), "batch_size": batch_size, "seq_len": seq_len,
               "devices": jax.device_count(), "meshes": {}}
-    for spec in meshes:
-        mesh = sharding.make_mesh(parse_mesh(spec))
+    parsed = {spec: parse_mesh(spec) for spec in meshes}  # every typo before any compile
+    for spec, mesh_cfg in parsed.items():
+        mesh = sharding.make_mesh(mesh_cfg)
         sharding.check_batch_size(batch_size, 1, mesh)
         setup, step = train_step(cfg, mesh)
         on_mesh = sharding.batch_sharding(mesh)
@@ -316,28 +326,31 @@ def memory(cfg: ModelConfig, *, batch_size: int, seq_len: int, meshes: list[str]
     return report
 
 
-def loop(config: str, overrides: list[str], steps: int) -> dict:
+def loop(config: str, overrides: list[str], steps: int, chunks: int = 5) -> dict:
     """tokens/s of `train.py`'s loop (Grain loader, host-to-device copies, metrics, progress
     bar; no evaluation, one checkpoint at the end) against the bare step on one of its
     batches, both after compilation, in this process.
 
-    The loop's figure is the median of its logged `tokens_per_s` (each over `log_every`
-    steps); the bare step runs on one device, as the loop does on a single-CPU machine.
+    The loop's figure is the median of its logged `tokens_per_s`, each over `log_every`
+    steps. The bare step's is the median over `chunks` runs of `log_every` steps before the
+    loop and `chunks` after it, so that both see the same (shared, noisy) machine. The bare
+    step runs on one device, as the loop does on a single-CPU machine.
     """
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = load(config, [*overrides, f"run_dir={run_dir}", f"train.steps={steps}",
                             "train.eval_every=0", f"train.checkpoint_every={steps}"])
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed)  # the run finds it prepared
+        batch = next(iter(data.make_loader(prepared, "train", cfg.train.batch_size,
+                                           seed=cfg.train.seed, shuffle=True, num_epochs=None)))
+        one, _ = jaxlm_step(resolve_model(cfg, prepared).model, batch)
+        per_chunk = cfg.train.log_every
+        bare_s = [_time(one, per_chunk) for _ in range(chunks)]
         run_pretraining(cfg)
+        bare_s += [_time(one, per_chunk) for _ in range(chunks)]
         lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     loop_tokens_s = statistics.median(line["tokens_per_s"] for line in lines
                                       if "tokens_per_s" in line)
-    prepared = data.prepare(cfg.data, seed=cfg.train.seed)
-    model_cfg = resolve_model(cfg, prepared).model
-    batch = next(iter(data.make_loader(prepared, "train", cfg.train.batch_size,
-                                       seed=cfg.train.seed, shuffle=True, num_epochs=None)))
-    bare = time_jaxlm(model_cfg, batch, steps=max(2, steps // 5))
-    tokens = cfg.train.batch_size * prepared.max_seq_length
-    bare_tokens_s = tokens / bare["step_s"]
+    bare_tokens_s = cfg.train.batch_size * prepared.max_seq_length / statistics.median(bare_s)
     return {"config": config, "overrides": overrides, "steps": steps,
             "loop_tokens_per_s": loop_tokens_s, "bare_step_tokens_per_s": bare_tokens_s,
             "loop/bare": loop_tokens_s / bare_tokens_s}
