@@ -63,11 +63,24 @@ def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arra
     return jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS.astype(v_BSNH.dtype), v_BSNH)
 
 
+def normalize_heads(x_BTNH: jax.Array) -> jax.Array:
+    """Each head's vector scaled to zero mean and unit variance over H, no learned gain:
+    the QK-layernorm of ViT-22B (Dehghani et al. 2023) without parameters. Applied to
+    queries and keys it bounds every attention logit by sqrt(H), against attention logit
+    growth (Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer training
+    instabilities")."""
+    x_BTNH32 = x_BTNH.astype(jnp.float32)
+    centered_BTNH = x_BTNH32 - jnp.mean(x_BTNH32, axis=-1, keepdims=True)
+    variance_BTN1 = jnp.mean(jnp.square(centered_BTNH), axis=-1, keepdims=True)
+    return (centered_BTNH * jax.lax.rsqrt(variance_BTN1 + 1e-6)).astype(x_BTNH.dtype)
+
+
 class MultiHeadAttention(nnx.Module):
     """Projects to N heads of width H, attends, and projects back to D (Vaswani et al. 3.2.2).
 
     With `config.lora_rank` > 0 the four projections carry LoRA adapters (Hu et al. 2021
-    apply them to the attention weights). Self-attention when `context_BSD` is None;
+    apply them to the attention weights). With `config.qk_norm` queries and keys go through
+    `normalize_heads` before the dot product. Self-attention when `context_BSD` is None;
     cross-attention over it otherwise.
     """
 
@@ -82,6 +95,7 @@ class MultiHeadAttention(nnx.Module):
         self.value = Linear("BSD,DNH->BSNH", (D, N, H), in_axes, **kw)
         self.output = Linear("BTNH,NHD->BTD", (N, H, D), ("heads", "kv", "embed"), **kw)
         self.dropout = Dropout(config.attention_dropout, rngs=rngs)
+        self.qk_norm = config.qk_norm
 
     def __call__(self, x_BTD: jax.Array, mask: jax.Array,
                  context_BSD: jax.Array | None = None) -> jax.Array:
@@ -90,12 +104,17 @@ class MultiHeadAttention(nnx.Module):
 
     def key_values(self, context_BSD: jax.Array) -> KVCache:
         """The keys and values the queries will read: [B, S, D] -> two [B, S, N, H]."""
-        return KVCache(self.key(context_BSD), self.value(context_BSD))
+        k_BSNH = self.key(context_BSD)
+        if self.qk_norm:
+            k_BSNH = normalize_heads(k_BSNH)
+        return KVCache(k_BSNH, self.value(context_BSD))
 
     def attend(self, x_BTD: jax.Array, mask: jax.Array, kv: KVCache) -> jax.Array:
         """Queries from `x_BTD` attend over `kv`; `mask` broadcasts to [B, N, T, S]."""
-        out_BTNH = dot_product_attention(self.query(x_BTD), kv.k_BSNH, kv.v_BSNH, mask,
-                                         self.dropout)
+        q_BTNH = self.query(x_BTD)
+        if self.qk_norm:
+            q_BTNH = normalize_heads(q_BTNH)
+        out_BTNH = dot_product_attention(q_BTNH, kv.k_BSNH, kv.v_BSNH, mask, self.dropout)
         return self.output(out_BTNH)
 
     def decode(self, x_BTD: jax.Array, mask: jax.Array, cache: KVCache,

@@ -47,6 +47,7 @@ class ModelConfig:
     activation: str = "gelu"  # MLP nonlinearity: "gelu" (erf, BERT) or "gelu_tanh" (GPT-2)
     position_embedding: str = "learned"  # "learned" or, for encoder_decoder, "sinusoidal"
     initializer_range: float = 0.02  # stddev of the truncated-normal weight init
+    qk_norm: bool = False  # normalize each head's queries and keys (QK-layernorm, no gain)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay param_dtype)
     param_dtype: str = "float32"  # storage dtype of the parameters
     remat: str = "none"  # recompute activations in backward: "none", "full", "dots" (keep matmuls)

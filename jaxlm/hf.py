@@ -142,6 +142,10 @@ def config_from_hf(hf_config: dict, **overrides) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig) -> dict:
     """A Hugging Face BERT config.json dict for `config`."""
+    if config.qk_norm:
+        raise ValueError("model.qk_norm=true has no Hugging Face BERT equivalent (its "
+                         "attention does not normalize queries and keys); export needs a "
+                         "model trained with qk_norm=false")
     fields = {theirs: getattr(config, ours) for theirs, ours in _CONFIG_KEYS.items()}
     return {"architectures": ["BertForPreTraining"], "model_type": "bert",
             "hidden_act": "gelu", "position_embedding_type": "absolute",
@@ -250,6 +254,7 @@ def save_pretrained(model: BertForPreTraining | BertForSequenceClassification,
                     labels: tuple[str, ...] | None = None) -> Path:
     """Writes config.json + model.safetensors that transformers loads: BertForPreTraining,
     or BertForSequenceClassification (with id2label) when `labels` are given."""
+    hf_config = config_to_hf(config)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     params = merged_params(model)
@@ -257,7 +262,6 @@ def save_pretrained(model: BertForPreTraining | BertForSequenceClassification,
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
                for hf_name, path_, layout in expand_table(table, config.num_layers)}
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
-    hf_config = config_to_hf(config)
     if labels:
         hf_config.update(architectures=["BertForSequenceClassification"],
                          id2label=dict(enumerate(labels)),

@@ -1,8 +1,16 @@
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm.attention import MultiHeadAttention, causal_mask, dot_product_attention, padding_mask
+from jaxlm.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    dot_product_attention,
+    normalize_heads,
+    padding_mask,
+)
 from jaxlm.config import ModelConfig
 
 CFG = ModelConfig(vocab_size=10, hidden_size=16, num_layers=1, num_heads=2,
@@ -51,3 +59,39 @@ def test_cross_attention_reads_the_context_length():
     mha = MultiHeadAttention(CFG, rngs=nnx.Rngs(0))
     y = mha(jnp.ones((2, 3, 16)), jnp.ones((2, 1, 1, 7), bool), context_BSD=jnp.ones((2, 7, 16)))
     assert y.shape == (2, 3, 16)
+
+
+def _np_normalize(x):
+    """Reference QK-norm: zero mean, unit variance over the last axis."""
+    x = x - x.mean(-1, keepdims=True)
+    return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6)
+
+
+def test_normalize_heads_bounds_the_attention_logits():
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(2, 5, 3, 8)) * 50 + 7).astype(np.float32)
+    y = np.asarray(normalize_heads(jnp.asarray(x)))
+    np.testing.assert_allclose(y, _np_normalize(x), atol=1e-5)
+    logits = np.einsum("btnh,bsnh->bnts", y, y) / np.sqrt(8)
+    assert np.abs(logits).max() <= np.sqrt(8) + 1e-4
+
+
+def test_qk_norm_attention_matches_numpy():
+    """With model.qk_norm, the projected queries and keys are normalized per head before
+    the scores; values are not."""
+    mha = MultiHeadAttention(dataclasses.replace(CFG, qk_norm=True), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 5, 16)).astype(np.float32)
+    attention_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    y = mha(jnp.asarray(x), padding_mask(jnp.asarray(attention_mask)))
+
+    def project(linear):
+        return (np.einsum("btd,dnh->btnh", x, np.asarray(linear.kernel[...]))
+                + np.asarray(linear.bias[...]))
+
+    q, k, v = _np_normalize(project(mha.query)), _np_normalize(project(mha.key)), project(
+        mha.value)
+    heads = _np_attention(q, k, v, attention_mask[:, None, None, :].astype(bool))
+    expected = (np.einsum("btnh,nhd->btd", heads, np.asarray(mha.output.kernel[...]))
+                + np.asarray(mha.output.bias[...]))
+    np.testing.assert_allclose(y, expected, atol=1e-4)

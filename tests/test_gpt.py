@@ -56,9 +56,12 @@ def test_cache_mask_is_the_causal_mask_shifted_by_the_index():
     np.testing.assert_array_equal(m, [[0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0]])
 
 
-def test_cached_decoding_equals_full_recompute(gpt_config):
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_cached_decoding_equals_full_recompute(gpt_config, qk_norm):
     """Prefill a left-padded batch, then decode token by token: every step's logits equal
-    those of running the whole sequence so far without a cache."""
+    those of running the whole sequence so far without a cache (with QK-norm the cache
+    holds the normalized keys)."""
+    gpt_config = dataclasses.replace(gpt_config, qk_norm=qk_norm)
     model = _model(gpt_config)
     rng = np.random.default_rng(2)
     B, prompt, steps, S = 2, 5, 4, 12

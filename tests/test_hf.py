@@ -1,5 +1,6 @@
 """Numerical parity with the Hugging Face PyTorch BERT, and checkpoint conversion."""
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -197,6 +198,19 @@ def test_exported_run_loads_in_transformers_with_its_tokenizer(tmp_path):
     ours, _ = model(jnp.asarray(ids), jnp.zeros_like(jnp.asarray(ids)),
                     jnp.ones_like(jnp.asarray(ids)))
     assert np.abs(np.asarray(ours) - theirs).max() < 1e-5
+
+
+def test_qk_norm_model_is_not_exported(tiny_config, tmp_path):
+    """Hugging Face BERT has no QK-norm: saving such a model is an error that writes nothing."""
+    from flax import nnx
+
+    from jaxlm.bert import BertForPreTraining
+
+    config = dataclasses.replace(tiny_config, qk_norm=True)
+    model = BertForPreTraining(config, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="qk_norm"):
+        hf.save_pretrained(model, config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_export_needs_a_run(tmp_path):
