@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlm.config import ModelConfig
-from jaxlm.layers import Dropout, Linear
+from jaxlm.layers import Dropout, Linear, layer_norm
 
 
 def padding_mask(attention_mask_BS: jax.Array) -> jax.Array:
@@ -69,10 +69,7 @@ def normalize_heads(x_BTNH: jax.Array) -> jax.Array:
     queries and keys it bounds every attention logit by sqrt(H), against attention logit
     growth (Wortsman et al. 2023, "Small-scale proxies for large-scale Transformer training
     instabilities")."""
-    x_BTNH32 = x_BTNH.astype(jnp.float32)
-    centered_BTNH = x_BTNH32 - jnp.mean(x_BTNH32, axis=-1, keepdims=True)
-    variance_BTN1 = jnp.mean(jnp.square(centered_BTNH), axis=-1, keepdims=True)
-    return (centered_BTNH * jax.lax.rsqrt(variance_BTN1 + 1e-6)).astype(x_BTNH.dtype)
+    return layer_norm(x_BTNH, 1.0, 0.0, eps=1e-6).astype(x_BTNH.dtype)
 
 
 class MultiHeadAttention(nnx.Module):
