@@ -28,4 +28,5 @@ def test_notebook_code_cells_run(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
+    assert (tmp_path / "runs" / "notebook_classify_hf" / "model.safetensors").is_file()
     assert (tmp_path / "runs" / "notebook_classify" / "loss.png").is_file()
