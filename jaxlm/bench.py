@@ -90,7 +90,14 @@ def full_vocab(batch: Batch) -> dict:
             "masked_weights": masked.astype(np.float32)}
 
 
-def _time(step, steps: int, warmup: int = 2) -> float:
+# Steps run before timing, for every library. Not only compilation: with the malloc settings
+# of `host.keep_freed_memory` the heap still grows over the first steps (BERT-mini with
+# logits at every position faulted in 0.4-0.65M pages in each of steps 1, 2 and 4, taking up
+# to 5.6 s against 2.5 s once the heap held the step).
+WARMUP_STEPS = 5
+
+
+def _time(step, steps: int, warmup: int = WARMUP_STEPS) -> float:
     """Seconds per call of `step()`, waiting for the last call's result only: JAX steps
     queue up asynchronously, as in train.py's loop (PyTorch's return when done)."""
     for _ in range(warmup):
@@ -232,7 +239,8 @@ def time_keras_hub(cfg: ModelConfig, batch: Batch, steps: int, python: str = sys
     with tempfile.TemporaryDirectory() as tmp:
         batch_path = Path(tmp) / "batch.npz"
         np.savez(batch_path, **batch.arrays)
-        settings = json.dumps({**dataclasses.asdict(cfg), "steps": steps})
+        settings = json.dumps({**dataclasses.asdict(cfg), "steps": steps,
+                               "warmup": WARMUP_STEPS})
         done = subprocess.run([python, str(Path(__file__).with_name("bench_keras.py")),
                                str(batch_path), settings], capture_output=True, text=True,
                               env={**child_env, **(env or {})})

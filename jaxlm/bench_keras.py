@@ -6,7 +6,8 @@ Runs on its own, under a Python that has keras-hub and keras (JAX backend) but n
 necessarily jaxlm, since KerasHub's tensorflow-text dependency is about 3 GB: imports
 nothing from jaxlm. Trains KerasHub's `BertMaskedLM` (MLM on the gathered masked positions,
 no NSP) with AdamW and global-norm clipping on the benchmark's batch, and prints one JSON
-line: seconds per `train_on_batch` (which waits for the loss) after two warm-up steps.
+line: seconds per `train_on_batch` (which waits for the loss) after the warm-up steps the
+benchmark gives it.
 """
 
 import json
@@ -42,7 +43,7 @@ def main(batch_path: str, settings: str) -> dict:
          "padding_mask": batch["attention_mask"].astype(bool),
          "mask_positions": batch["masked_positions"]}
     y, w = batch["masked_ids"], batch["masked_weights"]
-    for _ in range(2):
+    for _ in range(cfg["warmup"]):
         model.train_on_batch(x, y, sample_weight=w)
     steps = cfg["steps"]
     start = time.perf_counter()

@@ -1,6 +1,7 @@
-"""BERT's pretraining objectives (BERT 3.1): masked LM and next-sentence prediction.
+"""Cross entropy and top-1 hits over a class axis, shared by every task's loss (BERT's masked
+LM and next-sentence prediction, BERT 3.1; GPT's next token; fine-tuning labels).
 
-All math is float32 whatever dtype the logits arrive in.
+The loss is float32 whatever dtype the logits arrive in.
 """
 
 from __future__ import annotations
@@ -15,30 +16,14 @@ def cross_entropy(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp_BXV, labels_BX[..., None], axis=-1)[..., 0]
 
 
-def weighted_mean(values_BX: jax.Array, weights_BX: jax.Array) -> jax.Array:
-    """sum(w * v) / sum(w); 0 when every weight is 0 (a batch with no predictions)."""
-    weights_BX = weights_BX.astype(jnp.float32)
-    return jnp.sum(values_BX * weights_BX) / jnp.maximum(jnp.sum(weights_BX), 1e-8)
+def top1_correct(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
+    """True where the label's logit is above every other class's: [B, X, V], [B, X] -> [B, X].
 
-
-def masked_lm_loss(logits_BPV: jax.Array, labels_BP: jax.Array,
-                   weights_BP: jax.Array) -> jax.Array:
-    """Mean cross entropy over the real predictions; padding predictions weigh 0 (BERT 3.1, #1)."""
-    return weighted_mean(cross_entropy(logits_BPV, labels_BP), weights_BP)
-
-
-def masked_lm_accuracy(logits_BPV: jax.Array, labels_BP: jax.Array,
-                       weights_BP: jax.Array) -> jax.Array:
-    """Fraction of real predictions whose argmax is the original token."""
-    correct_BP = (jnp.argmax(logits_BPV, axis=-1) == labels_BP).astype(jnp.float32)
-    return weighted_mean(correct_BP, weights_BP)
-
-
-def next_sentence_loss(logits_B2: jax.Array, labels_B: jax.Array) -> jax.Array:
-    """Mean cross entropy of "B follows A" (label 0) vs "B is random" (label 1) (BERT 3.1, #2)."""
-    return jnp.mean(cross_entropy(logits_B2[:, None], labels_B[:, None]))
-
-
-def next_sentence_accuracy(logits_B2: jax.Array, labels_B: jax.Array) -> jax.Array:
-    """Fraction of sequences whose next-sentence label is predicted correctly."""
-    return jnp.mean((jnp.argmax(logits_B2, axis=-1) == labels_B).astype(jnp.float32))
+    The same as argmax == label except on exact ties, which count as wrong. One max over V
+    instead of argmax's (value, index) reduction: on the CPU, 0.19 s less per BERT-mini step
+    with logits at every position (2.37 -> 2.18 s).
+    """
+    label_logit_BX = jnp.take_along_axis(logits_BXV, labels_BX[..., None], axis=-1)[..., 0]
+    is_label_BXV = jnp.arange(logits_BXV.shape[-1]) == labels_BX[..., None]
+    best_other_BX = jnp.max(jnp.where(is_label_BXV, -jnp.inf, logits_BXV), axis=-1)
+    return label_logit_BX > best_other_BX

@@ -38,7 +38,7 @@ class Task:
 
 
 def _hits(logits_BXV: jax.Array, labels_BX: jax.Array, weights_BX: jax.Array) -> jax.Array:
-    return jnp.sum((jnp.argmax(logits_BXV, -1) == labels_BX) * weights_BX)
+    return jnp.sum(losses.top1_correct(logits_BXV, labels_BX) * weights_BX)
 
 
 def bert_sums(module: BertForPreTraining, batch: dict) -> dict:
