@@ -8,7 +8,8 @@
     python -m jaxlm.bench data --config configs/bert_tiny.yaml
 
 `pretrain` times one optimizer step of BERT pretraining (MLM + NSP, AdamW, clipping,
-dropout as configured) on the same synthetic batch for every library: jaxlm's real train
+dropout as configured) on the same synthetic batch for every library, in interleaved rounds
+(each library's median over the rounds counts): jaxlm's real train
 step (`jaxlm.trainer.make_train_step`) and, when installed, Hugging Face's PyTorch
 `BertForPreTraining` (with torch's AdamW), Flax `FlaxBertForPreTraining` (transformers < 5,
 with an optax step under `jax.jit`) and KerasHub's `BertMaskedLM` on the JAX backend (MLM
@@ -29,6 +30,7 @@ is allocated); `loop` runs `train.py`'s loop and compares its tokens/s with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -96,17 +98,24 @@ def full_vocab(batch: Batch) -> dict:
 # to 5.6 s against 2.5 s once the heap held the step).
 WARMUP_STEPS = 5
 
+Measure = typing.Callable[[int], float]  # steps -> seconds per step, the library warmed up
 
-def _time(step, steps: int, warmup: int = WARMUP_STEPS) -> float:
-    """Seconds per call of `step()`, waiting for the last call's result only: JAX steps
-    queue up asynchronously, as in train.py's loop (PyTorch's return when done)."""
+
+def _timer(step, warmup: int = WARMUP_STEPS) -> Measure:
+    """Warms `step()` up and returns `measure(steps)`: seconds per call, waiting for the last
+    call's result only: JAX steps queue up asynchronously, as in train.py's loop (PyTorch's
+    return when done)."""
     for _ in range(warmup):
         jax.block_until_ready(step())
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = step()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / steps
+
+    def measure(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = step()
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / steps
+
+    return measure
 
 
 BENCH_TRAIN = TrainConfig(steps=1000, warmup_steps=10)  # the optimizer every library gets
@@ -151,9 +160,9 @@ def jaxlm_step(cfg: ModelConfig, batch: dict) -> tuple[typing.Callable, dict | N
     return one, memory
 
 
-def time_jaxlm(cfg: ModelConfig, batch: dict, steps: int) -> dict:
+def start_jaxlm(cfg: ModelConfig, batch: dict) -> tuple[Measure, dict]:
     one, memory = jaxlm_step(cfg, batch)
-    return {"step_s": _time(one, steps), "peak_bytes": memory and memory["total"]}
+    return _timer(one), {"peak_bytes": memory and memory["total"]}
 
 
 def _hf_config(cfg: ModelConfig):
@@ -162,7 +171,8 @@ def _hf_config(cfg: ModelConfig):
     return transformers.BertConfig(**hf.config_to_hf(cfg))
 
 
-def time_torch(cfg: ModelConfig, batch: Batch, steps: int) -> dict:
+def start_torch(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack
+                ) -> tuple[Measure, dict]:
     """Hugging Face PyTorch BertForPreTraining + torch AdamW, train mode, eager."""
     import torch
     import transformers
@@ -186,10 +196,11 @@ def time_torch(cfg: ModelConfig, batch: Batch, steps: int) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    return {"step_s": _time(one, steps), "threads": torch.get_num_threads()}
+    return _timer(one), {"threads": torch.get_num_threads()}
 
 
-def time_flax(cfg: ModelConfig, batch: Batch, steps: int) -> dict:
+def start_flax(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack
+               ) -> tuple[Measure, dict]:
     """Hugging Face FlaxBertForPreTraining (transformers < 5) with an optax AdamW step."""
     import optax
     import transformers
@@ -224,35 +235,50 @@ def time_flax(cfg: ModelConfig, batch: Batch, steps: int) -> dict:
         holder["params"], holder["opt"] = step(holder["params"], holder["opt"], key)
         jax.block_until_ready(holder["params"])
 
-    return {"step_s": _time(one, steps)}
+    return _timer(one), {}
 
 
-def time_keras_hub(cfg: ModelConfig, batch: Batch, steps: int, python: str = sys.executable,
-                   env: dict | None = None) -> dict:
+def start_keras_hub(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack,
+                    python: str = sys.executable, env: dict | None = None
+                    ) -> tuple[Measure, dict]:
     """KerasHub's BertMaskedLM (JAX backend), MLM only, run by `jaxlm/bench_keras.py` in a
-    child process under `python` on the same batch; `env` adds to its environment.
+    child process under `python` on the same batch; `env` adds to its environment. The child
+    stays up (until `stack` closes) and times steps whenever asked.
 
     Raises:
       ImportError: `python` has no keras-hub.
     """
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    np.savez(tmp / "batch.npz", **batch.arrays)
+    settings = json.dumps({**dataclasses.asdict(cfg), "warmup": WARMUP_STEPS})
     child_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
-    with tempfile.TemporaryDirectory() as tmp:
-        batch_path = Path(tmp) / "batch.npz"
-        np.savez(batch_path, **batch.arrays)
-        settings = json.dumps({**dataclasses.asdict(cfg), "steps": steps,
-                               "warmup": WARMUP_STEPS})
-        done = subprocess.run([python, str(Path(__file__).with_name("bench_keras.py")),
-                               str(batch_path), settings], capture_output=True, text=True,
-                              env={**child_env, **(env or {})})
-    if done.returncode:
-        raise RuntimeError(f"the KerasHub peer ({python}) failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if "error" in result:
-        raise ImportError(f"{python}: {result['error']}")
-    return result
+    stderr = stack.enter_context(open(tmp / "stderr", "w"))
+    child = stack.enter_context(subprocess.Popen(
+        [python, str(Path(__file__).with_name("bench_keras.py")), str(tmp / "batch.npz"),
+         settings], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        env={**child_env, **(env or {})}))
+    stack.callback(child.stdin.close)  # the child exits at the end of its input
+
+    def answer() -> dict:
+        line = child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the KerasHub peer ({python}) failed:\n"
+                               f"{(tmp / 'stderr').read_text()[-3000:]}")
+        return json.loads(line)
+
+    ready = answer()
+    if "error" in ready:
+        raise ImportError(f"{python}: {ready['error']}")
+
+    def measure(steps: int) -> float:
+        child.stdin.write(f"{steps}\n")
+        child.stdin.flush()
+        return answer()["step_s"]
+
+    return measure, ready
 
 
-REFERENCES = {"torch": time_torch, "flax": time_flax, "keras_hub": time_keras_hub}
+REFERENCES = {"torch": start_torch, "flax": start_flax, "keras_hub": start_keras_hub}
 
 
 def predictions_per_sequence(seq_len: int) -> int:
@@ -260,10 +286,14 @@ def predictions_per_sequence(seq_len: int) -> int:
     return max(1, round(20 * seq_len / 128))
 
 
-def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
+def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int, rounds: int = 3,
              compare: tuple[str, ...] = (), full_vocab_logits: bool = False,
              keras_python: str = sys.executable, peer_env: dict | None = None) -> dict:
     """Times jaxlm and the references on one batch; returns every figure and the ratios.
+
+    Every library is compiled and warmed up first; then each round times `steps` steps of
+    each library in turn, so that all of them see the same stretch of a shared machine.
+    A library's step time is its median over the rounds.
 
     Args:
       keras_python: the Python that runs the KerasHub peer.
@@ -272,6 +302,9 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
     if seq_len > cfg.max_position_embeddings:
         raise ValueError(f"--seq-len {seq_len} exceeds model.max_position_embeddings="
                          f"{cfg.max_position_embeddings}")
+    if cfg.qk_norm and compare:
+        raise ValueError("model.qk_norm=true: the references have no QK-norm, so they would "
+                         "not run the same model; pass model.qk_norm=false to compare")
     P = predictions_per_sequence(seq_len)
     batch = synthetic_batch(cfg, batch_size, seq_len, P)
     arrays = full_vocab(batch) if full_vocab_logits else batch.arrays
@@ -280,26 +313,37 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int,
     on_cpu = jax.devices()[0].platform == "cpu"  # fake CPU devices share one host's cores
     tokens = batch_size * seq_len
     references = {**REFERENCES, "keras_hub": functools.partial(
-        time_keras_hub, python=keras_python, env=peer_env)}
-    results = {"jaxlm": time_jaxlm(cfg, arrays, steps)}
-    # The matmul peak, measured right after jaxlm's timing: on a shared machine the best
-    # of repeated short matmuls is what the cores can do at this moment.
-    peak = metrics.measure_cpu_peak() if on_cpu else metrics.peak_flops() / jax.device_count()
-    notes = {}
-    for name in compare:
-        try:
-            results[name] = references[name](cfg, batch, steps)
-        except (ImportError, AttributeError) as e:
-            notes[name] = f"skipped: {type(e).__name__}: {e}"
-    for r in results.values():
-        r["tokens_per_s"] = tokens / r["step_s"]
+        start_keras_hub, python=keras_python, env=peer_env)}
+    notes, peaks = {}, []
+    with contextlib.ExitStack() as stack:
+        started = {"jaxlm": start_jaxlm(cfg, arrays)}
+        for name in compare:
+            try:
+                started[name] = references[name](cfg, batch, stack)
+            except (ImportError, AttributeError) as e:
+                notes[name] = f"skipped: {type(e).__name__}: {e}"
+        rounds_s = {name: [] for name in started}
+        for _ in range(rounds):
+            for name, (measure, _) in started.items():
+                rounds_s[name].append(measure(steps))
+                if name == "jaxlm":
+                    # The matmul peak, right after jaxlm's steps, the best round's: on a shared
+                    # machine the best of repeated short matmuls is what the cores can do.
+                    peaks.append(metrics.measure_cpu_peak() if on_cpu
+                                 else metrics.peak_flops() / jax.device_count())
+    peak = max(peaks)
+    results = {}
+    for name, (_, info) in started.items():
+        step_s = statistics.median(rounds_s[name])
+        results[name] = {**info, "step_s": step_s, "rounds_s": rounds_s[name],
+                         "tokens_per_s": tokens / step_s}
     jaxlm = results["jaxlm"]
     jaxlm["mfu"] = flops / jaxlm["step_s"] / peak
     return {
         "config": dataclasses.asdict(cfg), "batch_size": batch_size, "seq_len": seq_len,
         "masked_positions": P, "full_vocab": full_vocab_logits, "steps": steps,
-        "device": jax.devices()[0].device_kind, "peak_flops": peak, "train_flops": flops,
-        "results": results, "notes": notes,
+        "rounds": rounds, "device": jax.devices()[0].device_kind, "peak_flops": peak,
+        "train_flops": flops, "results": results, "notes": notes,
         "ratios": {f"jaxlm/{k}": jaxlm["tokens_per_s"] / v["tokens_per_s"]
                    for k, v in results.items() if k != "jaxlm"},
     }
@@ -350,11 +394,11 @@ def loop(config: str, overrides: list[str], steps: int, chunks: int = 5) -> dict
         prepared = data.prepare(cfg.data, seed=cfg.train.seed)  # the run finds it prepared
         batch = next(iter(data.make_loader(prepared, "train", cfg.train.batch_size,
                                            seed=cfg.train.seed, shuffle=True, num_epochs=None)))
-        one, _ = jaxlm_step(resolve_model(cfg, prepared).model, batch)
+        bare = _timer(jaxlm_step(resolve_model(cfg, prepared).model, batch)[0])
         per_chunk = cfg.train.log_every
-        bare_s = [_time(one, per_chunk) for _ in range(chunks)]
+        bare_s = [bare(per_chunk) for _ in range(chunks)]
         run_pretraining(cfg)
-        bare_s += [_time(one, per_chunk) for _ in range(chunks)]
+        bare_s += [bare(per_chunk) for _ in range(chunks)]
         lines = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
     loop_tokens_s = statistics.median(line["tokens_per_s"] for line in lines
                                       if "tokens_per_s" in line)
@@ -374,10 +418,12 @@ def data_throughput(cfg, batch_size: int, batches: int) -> dict:
 
 
 def table(report: dict) -> str:
-    rows = [f"{'library':<9} {'step ms':>9} {'tokens/s':>10} {'MFU':>6}"]
+    rows = [f"{'library':<9} {'step ms':>9} {'rounds ms':>13} {'tokens/s':>10} {'MFU':>6}"]
     for name, r in report["results"].items():
         mfu = f"{r['mfu']:.2f}" if "mfu" in r else ""
-        rows.append(f"{name:<9} {1e3 * r['step_s']:>9.1f} {r['tokens_per_s']:>10.0f} {mfu:>6}")
+        spread = f"{1e3 * min(r['rounds_s']):.0f}-{1e3 * max(r['rounds_s']):.0f}"
+        rows.append(f"{name:<9} {1e3 * r['step_s']:>9.1f} {spread:>13} "
+                    f"{r['tokens_per_s']:>10.0f} {mfu:>6}")
     rows += [f"{k}: {v:.2f}x" for k, v in report["ratios"].items()]
     rows += [f"{k}: {v}" for k, v in report["notes"].items()]
     return "\n".join(rows)
@@ -402,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/bert_mini.yaml")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per library and round")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of every library in turn; each library's median counts")
     p.add_argument("--compare", default="torch,flax",
                    help=f"comma-separated, from: {', '.join(REFERENCES)}")
     p.add_argument("--keras-python", default=sys.executable,
@@ -445,8 +493,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--compare: unknown {sorted(unknown)}; choose from "
                          f"{sorted(REFERENCES)}")
         report = pretrain(load(args.config, args.overrides).model, batch_size=args.batch_size,
-                          seq_len=args.seq_len, steps=args.steps, compare=compare,
-                          full_vocab_logits=args.full_vocab, keras_python=args.keras_python,
+                          seq_len=args.seq_len, steps=args.steps, rounds=args.rounds,
+                          compare=compare, full_vocab_logits=args.full_vocab,
+                          keras_python=args.keras_python,
                           peer_env=host.ENVIRONMENT if applied else None)
         print(table(report))
     print(json.dumps(report))

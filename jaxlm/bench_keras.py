@@ -1,13 +1,14 @@
 """The KerasHub peer of `python -m jaxlm.bench pretrain --compare keras_hub`.
 
-    python jaxlm/bench_keras.py BATCH.npz '{"hidden_size": 256, ...}'
+    python jaxlm/bench_keras.py BATCH.npz '{"hidden_size": 256, ..., "warmup": 5}'
 
 Runs on its own, under a Python that has keras-hub and keras (JAX backend) but not
 necessarily jaxlm, since KerasHub's tensorflow-text dependency is about 3 GB: imports
 nothing from jaxlm. Trains KerasHub's `BertMaskedLM` (MLM on the gathered masked positions,
-no NSP) with AdamW and global-norm clipping on the benchmark's batch, and prints one JSON
-line: seconds per `train_on_batch` (which waits for the loss) after the warm-up steps the
-benchmark gives it.
+no NSP) with AdamW and global-norm clipping on the benchmark's batch. Prints one JSON line
+when compiled and warmed up (or the import error), then for each number N read from stdin
+times N steps and prints {"step_s": seconds per `train_on_batch`, which waits for the loss};
+exits at the end of its input.
 """
 
 import json
@@ -16,14 +17,15 @@ import sys
 import time
 
 
-def main(batch_path: str, settings: str) -> dict:
+def serve(batch_path: str, settings: str) -> None:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     try:
         import keras
         import keras_hub
         import numpy as np
     except ImportError as e:
-        return {"error": f"{type(e).__name__}: {e}"}
+        _say({"error": f"{type(e).__name__}: {e}"})
+        return
     cfg = json.loads(settings)
     batch = np.load(batch_path)
     keras.utils.set_random_seed(0)
@@ -45,13 +47,18 @@ def main(batch_path: str, settings: str) -> dict:
     y, w = batch["masked_ids"], batch["masked_weights"]
     for _ in range(cfg["warmup"]):
         model.train_on_batch(x, y, sample_weight=w)
-    steps = cfg["steps"]
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y, sample_weight=w)
-    return {"step_s": (time.perf_counter() - start) / steps, "keras": keras.__version__,
-            "keras_hub": keras_hub.__version__}
+    _say({"keras": keras.__version__, "keras_hub": keras_hub.__version__})
+    for line in sys.stdin:
+        steps = int(line)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y, sample_weight=w)
+        _say({"step_s": (time.perf_counter() - start) / steps})
+
+
+def _say(message: dict) -> None:
+    print(json.dumps(message), flush=True)
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2])))
+    serve(sys.argv[1], sys.argv[2])

@@ -1,5 +1,6 @@
 """The benchmark code path runs (2 steps, no timing assertions) and compares like with like."""
 
+import contextlib
 import dataclasses
 import sys
 
@@ -41,19 +42,23 @@ def test_full_vocab_batch_gives_the_same_loss(tiny_config):
 def test_pretrain_benchmark_runs(tiny_config):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    report = bench.pretrain(tiny_config, batch_size=4, seq_len=16, steps=2,
+    report = bench.pretrain(tiny_config, batch_size=4, seq_len=16, steps=2, rounds=2,
                             compare=("torch", "flax", "keras_hub"))
     assert set(report["results"]) >= {"jaxlm", "torch"}
     for peer in ("flax", "keras_hub"):  # measured where installed, else a note says why
         assert peer in report["results"] or "skipped" in report["notes"][peer]
     assert report["results"]["jaxlm"]["mfu"] > 0
+    assert len(report["results"]["torch"]["rounds_s"]) == 2
     assert report["ratios"]["jaxlm/torch"] > 0
     assert "jaxlm/torch" in bench.table(report)
 
 
-def test_sequence_longer_than_positions_is_refused(tiny_config):
+def test_bad_requests_are_refused(tiny_config):
     with pytest.raises(ValueError, match="--seq-len 65 exceeds"):
         bench.pretrain(tiny_config, batch_size=2, seq_len=65, steps=1)
+    with pytest.raises(ValueError, match="model.qk_norm=false to compare"):
+        bench.pretrain(dataclasses.replace(tiny_config, qk_norm=True), batch_size=2,
+                       seq_len=16, steps=1, compare=("torch",))
 
 
 def test_keras_peer_reports_a_missing_install(tmp_path):
@@ -62,8 +67,8 @@ def test_keras_peer_reports_a_missing_install(tmp_path):
     python = tmp_path / "python"
     python.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")
     python.chmod(0o755)
-    with pytest.raises(ImportError, match="keras"):
-        bench.time_keras_hub(ModelConfig(vocab_size=50), batch, steps=1, python=str(python))
+    with pytest.raises(ImportError, match="keras"), contextlib.ExitStack() as stack:
+        bench.start_keras_hub(ModelConfig(vocab_size=50), batch, stack, python=str(python))
 
 
 def test_fsdp_needs_fewer_bytes_per_device_than_data_parallel(tiny_config):
