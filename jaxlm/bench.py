@@ -13,15 +13,17 @@ dropout as configured) on the same synthetic batch for every library, in interle
 step (`jaxlm.trainer.make_train_step`) and, when installed, Hugging Face's PyTorch
 `BertForPreTraining` (with torch's AdamW), Flax `FlaxBertForPreTraining` (transformers < 5,
 with an optax step under `jax.jit`) and KerasHub's `BertMaskedLM` on the JAX backend (MLM
-only; `jaxlm/bench_keras.py` in a child process, under `--keras-python` when KerasHub lives
-in another venv). A missing reference is skipped with a note.
+only; `jaxlm/bench_keras.py`, under `--keras-python` when KerasHub lives in another venv).
+Each reference runs in a process of its own (heap and threads apart from jaxlm's), idle
+while another library is timed. A missing reference is skipped with a note.
 
 FLOPs are the model's matmul FLOPs as configured (`tasks.bert_train_flops`: forward
 x 3 for forward + backward), for jaxlm with the MLM head on the P gathered positions, and
 with `--full-vocab` on all T positions as Hugging Face computes it. MFU divides FLOP/s by
 the float32 matmul peak measured in the same process (`metrics.measure_cpu_peak`) on a
-CPU, or by the datasheet peak on an accelerator. The last line printed is one JSON object
-with every figure and the ratios jaxlm/<reference>.
+CPU, or by the datasheet peak on an accelerator. The matmul floor (`matmul_floor`) times
+the step's matmul shapes alone: how close the step comes to what these shapes allow. The last
+line printed is one JSON object with every figure and the ratios jaxlm/<reference>.
 
 `memory` compiles the train step on each mesh and reports XLA's bytes per device (nothing
 is allocated); `loop` runs `train.py`'s loop and compares its tokens/s with the bare step's.
@@ -44,6 +46,7 @@ import typing
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import data, hf, host, metrics, optim, sharding, tasks, trainer
@@ -171,8 +174,7 @@ def _hf_config(cfg: ModelConfig):
     return transformers.BertConfig(**hf.config_to_hf(cfg))
 
 
-def start_torch(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack
-                ) -> tuple[Measure, dict]:
+def start_torch(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
     """Hugging Face PyTorch BertForPreTraining + torch AdamW, train mode, eager."""
     import torch
     import transformers
@@ -199,8 +201,7 @@ def start_torch(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack
     return _timer(one), {"threads": torch.get_num_threads()}
 
 
-def start_flax(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack
-               ) -> tuple[Measure, dict]:
+def start_flax(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
     """Hugging Face FlaxBertForPreTraining (transformers < 5) with an optax AdamW step."""
     import optax
     import transformers
@@ -238,37 +239,38 @@ def start_flax(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack
     return _timer(one), {}
 
 
-def start_keras_hub(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack,
-                    python: str = sys.executable, env: dict | None = None
-                    ) -> tuple[Measure, dict]:
-    """KerasHub's BertMaskedLM (JAX backend), MLM only, run by `jaxlm/bench_keras.py` in a
-    child process under `python` on the same batch; `env` adds to its environment. The child
-    stays up (until `stack` closes) and times steps whenever asked.
+IN_PROCESS = {"torch": start_torch, "flax": start_flax}  # run by a `peer` child process
+REFERENCES = (*IN_PROCESS, "keras_hub")
+
+
+def start_child(command: list[str], stack: contextlib.ExitStack, env: dict | None,
+                what: str) -> tuple[Measure, dict]:
+    """Starts a peer process that warms its library up, answers one JSON line when ready,
+    then for each number N written to it times N steps and answers {"step_s": ...}. It
+    stays up until `stack` closes (the end of its input).
 
     Raises:
-      ImportError: `python` has no keras-hub.
+      ImportError: the peer answered that its library is not installed.
+      RuntimeError: the peer died; its stderr is in the message.
     """
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-    np.savez(tmp / "batch.npz", **batch.arrays)
-    settings = json.dumps({**dataclasses.asdict(cfg), "warmup": WARMUP_STEPS})
+    stderr = stack.enter_context(tempfile.TemporaryFile("w+"))
     child_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
-    stderr = stack.enter_context(open(tmp / "stderr", "w"))
     child = stack.enter_context(subprocess.Popen(
-        [python, str(Path(__file__).with_name("bench_keras.py")), str(tmp / "batch.npz"),
-         settings], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
         env={**child_env, **(env or {})}))
     stack.callback(child.stdin.close)  # the child exits at the end of its input
 
     def answer() -> dict:
         line = child.stdout.readline()
         if not line:
-            raise RuntimeError(f"the KerasHub peer ({python}) failed:\n"
-                               f"{(tmp / 'stderr').read_text()[-3000:]}")
+            child.wait()
+            stderr.seek(0)
+            raise RuntimeError(f"{what} failed:\n{stderr.read()[-3000:]}")
         return json.loads(line)
 
     ready = answer()
     if "error" in ready:
-        raise ImportError(f"{python}: {ready['error']}")
+        raise ImportError(f"{what}: {ready['error']}")
 
     def measure(steps: int) -> float:
         child.stdin.write(f"{steps}\n")
@@ -278,7 +280,51 @@ def start_keras_hub(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack,
     return measure, ready
 
 
-REFERENCES = {"torch": start_torch, "flax": start_flax, "keras_hub": start_keras_hub}
+def start_peer(name: str, cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack,
+               env: dict | None = None) -> tuple[Measure, dict]:
+    """The reference `name` of IN_PROCESS in a child process of this Python (its own heap
+    and threads, as the KerasHub peer has), serving `python -m jaxlm.bench peer`."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    np.savez(tmp / "batch.npz", labels_BT=batch.labels_BT, **batch.arrays)
+    settings = json.dumps(dataclasses.asdict(cfg))
+    return start_child([sys.executable, "-m", "jaxlm.bench", "peer", name,
+                        str(tmp / "batch.npz"), settings], stack, env, f"the {name} peer")
+
+
+def serve_peer(name: str, batch_path: str, settings: str) -> None:
+    """The child side of `start_peer`: JSON lines on stdout, anything else to stderr."""
+    answers, sys.stdout = sys.stdout, sys.stderr
+
+    def say(message: dict) -> None:
+        print(json.dumps(message), file=answers, flush=True)
+
+    loaded = np.load(batch_path)
+    batch = Batch({k: loaded[k] for k in loaded.files if k != "labels_BT"}, loaded["labels_BT"])
+    try:
+        measure, info = IN_PROCESS[name](ModelConfig(**json.loads(settings)), batch)
+    except (ImportError, AttributeError) as e:
+        say({"error": f"{type(e).__name__}: {e}"})
+        return
+    say(info)
+    for line in sys.stdin:
+        say({"step_s": measure(int(line))})
+
+
+def start_keras_hub(cfg: ModelConfig, batch: Batch, stack: contextlib.ExitStack,
+                    python: str = sys.executable, env: dict | None = None
+                    ) -> tuple[Measure, dict]:
+    """KerasHub's BertMaskedLM (JAX backend), MLM only, run by `jaxlm/bench_keras.py` in a
+    child process under `python` on the same batch; `env` adds to its environment.
+
+    Raises:
+      ImportError: `python` has no keras-hub.
+    """
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    np.savez(tmp / "batch.npz", **batch.arrays)
+    settings = json.dumps({**dataclasses.asdict(cfg), "warmup": WARMUP_STEPS})
+    return start_child([python, str(Path(__file__).with_name("bench_keras.py")),
+                        str(tmp / "batch.npz"), settings], stack, env,
+                       f"the KerasHub peer ({python})")
 
 
 def predictions_per_sequence(seq_len: int) -> int:
@@ -313,8 +359,9 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int, rou
     flops = tasks.bert_train_flops(cfg, batch_size, seq_len, predictions)
     on_cpu = jax.devices()[0].platform == "cpu"  # fake CPU devices share one host's cores
     tokens = batch_size * seq_len
-    references = {**REFERENCES, "keras_hub": functools.partial(
-        start_keras_hub, python=keras_python, env=peer_env)}
+    references = {name: functools.partial(start_peer, name, env=peer_env) for name in IN_PROCESS}
+    references["keras_hub"] = functools.partial(start_keras_hub, python=keras_python,
+                                                env=peer_env)
     notes, peaks = {}, []
     with contextlib.ExitStack() as stack:
         started = {"jaxlm": start_jaxlm(cfg, arrays)}
@@ -344,6 +391,9 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int, rou
                          "tokens_per_s": tokens / step_s}
     jaxlm = results["jaxlm"]
     jaxlm["mfu"] = flops / jaxlm["step_s"] / peak
+    floor_s = matmul_floor(cfg, batch_size, seq_len, predictions)["seconds"]
+    jaxlm["matmul_floor_s"], jaxlm["step/floor"] = floor_s, jaxlm["step_s"] / floor_s
+    jaxlm["floor_mfu"] = flops / floor_s / peak
     return {
         "config": dataclasses.asdict(cfg), "batch_size": batch_size, "seq_len": seq_len,
         "masked_positions": P, "full_vocab": full_vocab_logits, "steps": steps,
@@ -352,6 +402,35 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int, rou
         "ratios": {f"jaxlm/{k}": jaxlm["tokens_per_s"] / v["tokens_per_s"]
                    for k, v in results.items() if k != "jaxlm"},
     }
+
+
+def matmul_floor(cfg: ModelConfig, batch_size: int, seq_len: int, predictions: int,
+                 repeats: int = 3) -> dict:
+    """The step's matmuls alone: each matmul shape of BertForPreTraining (the forward product
+    and the two of its backward) timed on its own, best of `repeats`, times how often a step
+    runs it. A step doing nothing else would take `seconds`: FLOPs / seconds / peak is the
+    best MFU these shapes allow on this machine. `flops` re-derives
+    `tasks.bert_train_flops` from the shapes."""
+    B, T, D, F, L = (batch_size, seq_len, cfg.hidden_size, cfg.intermediate_size,
+                     cfg.num_layers)
+    N, M, heads = B * T, B * predictions, cfg.num_heads
+    shapes = [  # (batch, m, k, n, products of this shape per forward)
+        (1, N, D, D, 4 * L), (1, N, D, F, L), (1, N, F, D, L),  # Q, K, V, output; MLP
+        (B * heads, T, D // heads, T, L), (B * heads, T, T, D // heads, L),  # scores, mix
+        (1, M, D, D, 1), (1, M, D, cfg.vocab_size, 1),  # MLM transform, tied output
+        (1, B, D, D, 1), (1, B, D, 2, 1)]  # pooler, NSP
+    forward = jax.jit(lambda x, w: x @ w)
+    grad_x = jax.jit(lambda g, w: g @ jnp.swapaxes(w, -1, -2))
+    grad_w = jax.jit(lambda x, g: jnp.swapaxes(x, -1, -2) @ g)
+    seconds = flops = 0.0
+    for b, m, k, n, count in shapes:
+        lead = (b,) if b > 1 else ()
+        x, w, g = (jnp.ones((*lead, *s), cfg.dtype) for s in ((m, k), (k, n), (m, n)))
+        for fn, args in ((forward, (x, w)), (grad_x, (g, w)), (grad_w, (x, g))):
+            best = _timer(lambda fn=fn, args=args: fn(*args), warmup=1)
+            seconds += count * min(best(1) for _ in range(repeats))
+        flops += count * 3 * 2 * b * m * k * n
+    return {"seconds": seconds, "flops": flops}
 
 
 def parse_mesh(spec: str) -> MeshConfig:
@@ -429,6 +508,9 @@ def table(report: dict) -> str:
         spread = f"{1e3 * min(r['rounds_s']):.0f}-{1e3 * max(r['rounds_s']):.0f}"
         rows.append(f"{name:<9} {1e3 * r['step_s']:>9.1f} {spread:>13} "
                     f"{r['tokens_per_s']:>10.0f} {mfu:>6}")
+    j = report["results"]["jaxlm"]
+    rows.append(f"matmul floor {1e3 * j['matmul_floor_s']:.0f} ms (the step's matmul shapes "
+                f"alone, MFU {j['floor_mfu']:.2f}); jaxlm step / floor {j['step/floor']:.2f}")
     rows += [f"{k}: {v:.2f}x" for k, v in report["ratios"].items()]
     rows += [f"{k}: {v}" for k, v in report["notes"].items()]
     return "\n".join(rows)
@@ -476,7 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--batches", type=int, default=200)
     for command in (p, m, lp, d):
         command.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    peer = sub.add_parser("peer", help="a reference's process, started by `pretrain`")
+    peer.add_argument("name", choices=sorted(IN_PROCESS))
+    peer.add_argument("batch")
+    peer.add_argument("settings")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "peer":
+        serve_peer(args.name, args.batch, args.settings)
+        return 0
     if args.command == "data":
         report = data_throughput(load(args.config, args.overrides), args.batch_size,
                                  args.batches)

@@ -48,9 +48,17 @@ def test_pretrain_benchmark_runs(tiny_config):
     for peer in ("flax", "keras_hub"):  # measured where installed, else a note says why
         assert peer in report["results"] or "skipped" in report["notes"][peer]
     assert report["results"]["jaxlm"]["mfu"] > 0
+    assert report["results"]["jaxlm"]["floor_mfu"] > 0
     assert len(report["results"]["torch"]["rounds_s"]) == 2
     assert report["ratios"]["jaxlm/torch"] > 0
     assert "jaxlm/torch" in bench.table(report)
+
+
+def test_matmul_floor_times_the_flops_the_mfu_counts(tiny_config):
+    floor = bench.matmul_floor(tiny_config, batch_size=4, seq_len=16, predictions=3,
+                               repeats=1)
+    assert floor["flops"] == tasks.bert_train_flops(tiny_config, 4, 16, 3)
+    assert floor["seconds"] > 0
 
 
 def test_bad_requests_are_refused(tiny_config):
@@ -69,6 +77,13 @@ def test_keras_peer_reports_a_missing_install(tmp_path):
     python.chmod(0o755)
     with pytest.raises(ImportError, match="keras"), contextlib.ExitStack() as stack:
         bench.start_keras_hub(ModelConfig(vocab_size=50), batch, stack, python=str(python))
+
+
+def test_a_peer_that_dies_is_reported_with_its_stderr():
+    with pytest.raises(RuntimeError, match="the torch peer failed:\n.*boom"), \
+            contextlib.ExitStack() as stack:
+        bench.start_child([sys.executable, "-c", "import sys; sys.exit('boom')"], stack,
+                          None, "the torch peer")
 
 
 def test_fsdp_needs_fewer_bytes_per_device_than_data_parallel(tiny_config):
