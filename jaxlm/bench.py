@@ -381,9 +381,9 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int, rou
                                  else metrics.peak_flops() / jax.device_count())
     peak = max(peaks)
     results = {}
-    # Round 0 is not counted: all libraries share this process's heap, and with logits at
-    # every position the first round after another library's still faulted memory in
-    # (BERT-mini --full-vocab: rounds of 3.8, 3.1, 2.1, 2.2 s; PyTorch steady at 2.1 s).
+    # Round 0 is not counted, more warm-up: with logits at every position jaxlm's heap still
+    # grew after its warm-up steps (BERT-mini --full-vocab: rounds of 3.8, 3.1, 2.1, 2.2 s;
+    # PyTorch steady at 2.1 s).
     rounds_s = {name: times[1:] for name, times in rounds_s.items()}
     for name, (_, info) in started.items():
         step_s = statistics.median(rounds_s[name])
