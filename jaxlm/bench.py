@@ -104,18 +104,18 @@ WARMUP_STEPS = 5
 Measure = typing.Callable[[int], float]  # steps -> seconds per step, the library warmed up
 
 
-def _timer(step, warmup: int = WARMUP_STEPS) -> Measure:
-    """Warms `step()` up and returns `measure(steps)`: seconds per call, waiting for the last
-    call's result only: JAX steps queue up asynchronously, as in train.py's loop (PyTorch's
-    return when done)."""
+def _timer(step, warmup: int = WARMUP_STEPS, wait=jax.block_until_ready) -> Measure:
+    """Warms `step()` up and returns `measure(steps)`: seconds per call, waiting (`wait(out)`)
+    for the last call's result only: steps queue up asynchronously, as in train.py's loop
+    (JAX's anywhere, PyTorch's on a GPU)."""
     for _ in range(warmup):
-        jax.block_until_ready(step())
+        wait(step())
 
     def measure(steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
             out = step()
-        jax.block_until_ready(out)
+        wait(out)
         return (time.perf_counter() - start) / steps
 
     return measure
@@ -175,30 +175,38 @@ def _hf_config(cfg: ModelConfig):
 
 
 def start_torch(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
-    """Hugging Face PyTorch BertForPreTraining + torch AdamW, train mode, eager."""
+    """Hugging Face PyTorch BertForPreTraining + torch AdamW, train mode, eager, on the GPU
+    when there is one; under bfloat16 autocast (AMP) when model.dtype is bfloat16."""
     import torch
     import transformers
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = cfg.dtype == "bfloat16"
     torch.manual_seed(0)
-    model = transformers.BertForPreTraining(_hf_config(cfg))
+    model = transformers.BertForPreTraining(_hf_config(cfg)).to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6,
                             weight_decay=0.01)
     a = batch.arrays
-    inputs = dict(input_ids=torch.from_numpy(a["input_ids"]).long(),
-                  token_type_ids=torch.from_numpy(a["token_type_ids"]).long(),
-                  attention_mask=torch.from_numpy(a["attention_mask"]).long(),
-                  labels=torch.from_numpy(batch.labels_BT),
-                  next_sentence_label=torch.from_numpy(a["next_sentence_label"]).long())
+    inputs = dict(input_ids=a["input_ids"], token_type_ids=a["token_type_ids"],
+                  attention_mask=a["attention_mask"], labels=batch.labels_BT,
+                  next_sentence_label=a["next_sentence_label"])
+    inputs = {k: torch.from_numpy(v).long().to(device) for k, v in inputs.items()}
 
     def one():
         opt.zero_grad(set_to_none=True)
-        loss = model(**inputs).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    return _timer(one), {"threads": torch.get_num_threads()}
+    def wait(_):
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return _timer(one, wait=wait), {"threads": torch.get_num_threads(), "device": device,
+                                    "amp": amp}
 
 
 def start_flax(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
