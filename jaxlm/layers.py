@@ -1,12 +1,14 @@
 """Layers shared by every model: einsum projections, embeddings, layer norm, dropout.
 
 Shapes follow the legend in `jaxlm/__init__.py`. Every parameter carries `logical_axes`
-metadata, one name per dimension ("vocab", "embed", "heads", "kv", "mlp" or None);
+metadata, one name per dimension ("vocab", "embed", "heads", "kv", "mlp" or None), and the
+activations between blocks are tagged the same way (`with_logical_axes`);
 `jaxlm/sharding.py` maps those names onto a device mesh. Nothing here knows about meshes.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 
 import jax
@@ -14,6 +16,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 Initializer = jax.nn.initializers.Initializer
+
+# How to lay an activation out on the device mesh given its logical axes: set by
+# `jaxlm.sharding.activation_layout` while a step is traced; None leaves it to XLA.
+ACTIVATION_LAYOUT: contextvars.ContextVar = contextvars.ContextVar("activation_layout",
+                                                                  default=None)
+
+
+def with_logical_axes(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
+    """`x` laid out on the mesh as its logical axes say (one name per dimension, e.g.
+    ("batch", "length", "embed")) when a step is traced for a mesh; else `x` itself."""
+    layout = ACTIVATION_LAYOUT.get()
+    return x if layout is None else layout(x, axes)
 
 
 def param(rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...], axes: tuple,

@@ -210,7 +210,8 @@ def make_train_step(setup: StateSetup, tx: optax.GradientTransformation,
         module = merge(model, params, fixed)
         nnx.reseed(module, dropout=key)
         module.train()
-        sums = task.sums(module, micro)
+        with sharding.activation_layout(mesh):
+            sums = task.sums(module, micro)
         loss = sum(sums[f"{o}_loss"] / totals[o] for o in task.objectives)
         return loss, sums
 
@@ -285,7 +286,8 @@ def make_eval_step(setup: StateSetup, mesh: Mesh):
         module = merge(setup.model, params, fixed)
         module.eval()
         counts = {f"{o}_count": n for o, n in task.counts(batch).items()}
-        return {**task.sums(module, batch), **counts}
+        with sharding.activation_layout(mesh):
+            return {**task.sums(module, batch), **counts}
 
     return jax.jit(step, in_shardings=(setup.shardings.params, setup.fixed_shardings,
                                        sharding.batch_sharding(mesh)),

@@ -8,7 +8,9 @@ from flax import nnx
 
 from jaxlm.attention import KVCache, MultiHeadAttention
 from jaxlm.config import ModelConfig
-from jaxlm.layers import Dropout, LayerNorm, Linear
+from jaxlm.layers import Dropout, LayerNorm, Linear, with_logical_axes
+
+ACTIVATION_AXES = ("batch", "length", "embed")  # of x_BTD between blocks
 
 
 def rematerialized(block_call, policy: str):
@@ -26,11 +28,13 @@ def rematerialized(block_call, policy: str):
 def apply_stack(layers, x_BTD: jax.Array, *args, remat: str, name: str = "layer") -> jax.Array:
     """x through every block of `layers` in order (each called as `layer(x, *args)`),
     rematerialized per `remat`, each under its own named scope so profiles read like the
-    code ("layer_0/attention/...")."""
+    code ("layer_0/attention/..."). The activations between blocks are tagged
+    [batch, length, embed] for the mesh's layout rules."""
     block = rematerialized(type(layers[0]).__call__, remat)
+    x_BTD = with_logical_axes(x_BTD, ACTIVATION_AXES)
     for i, layer in enumerate(layers):
         with jax.named_scope(f"{name}_{i}"):
-            x_BTD = block(layer, x_BTD, *args)
+            x_BTD = with_logical_axes(block(layer, x_BTD, *args), ACTIVATION_AXES)
     return x_BTD
 
 
