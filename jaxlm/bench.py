@@ -390,8 +390,8 @@ def pretrain(cfg: ModelConfig, *, batch_size: int, seq_len: int, steps: int, rou
     peak = max(peaks)
     results = {}
     # Round 0 is not counted, more warm-up: with logits at every position jaxlm's heap still
-    # grew after its warm-up steps (BERT-mini --full-vocab: rounds of 3.8, 3.1, 2.1, 2.2 s;
-    # PyTorch steady at 2.1 s).
+    # grew after its warm-up steps (BERT-mini --full-vocab, measured while PyTorch still ran
+    # in this process: rounds of 3.8, 3.1, 2.1, 2.2 s; PyTorch steady at 2.1 s).
     rounds_s = {name: times[1:] for name, times in rounds_s.items()}
     for name, (_, info) in started.items():
         step_s = statistics.median(rounds_s[name])

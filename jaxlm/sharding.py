@@ -169,11 +169,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 @contextlib.contextmanager
-def activation_layout(mesh: Mesh, rules: dict = ACTIVATION_RULES):
+def activation_layout(mesh: Mesh):
     """While active (around the model call that `jax.jit` traces), activations tagged by
-    `layers.with_logical_axes` are constrained to `rules` on `mesh`."""
+    `layers.with_logical_axes` are constrained to `ACTIVATION_RULES` on `mesh`."""
     def layout(x: jax.Array, axes: tuple[str | None, ...]) -> jax.Array:
-        spec = PartitionSpec(*(rules[name] for name in axes))
+        spec = PartitionSpec(*(ACTIVATION_RULES[name] for name in axes))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
     token = layers.ACTIVATION_LAYOUT.set(layout)
