@@ -1,7 +1,11 @@
 """Cross entropy and top-1 hits over a class axis, shared by every task's loss (BERT's masked
 LM and next-sentence prediction, BERT 3.1; GPT's next token; fine-tuning labels).
 
-The loss is float32 whatever dtype the logits arrive in.
+The loss is float32 whatever dtype the logits arrive in. Both read the label's logit through
+a one-hot mask rather than an indexed gather: its gradient is then a select that XLA fuses
+into the softmax's, not a separate scatter over [B, X, V]. With the cheaper log-sum-exp below
+and `layers.scores_against`, a BERT-mini step (B=32, T=128) went from 886-949 to 848-900 ms
+on the 2-core CPU, interleaved A/B in one process.
 """
 
 from __future__ import annotations
@@ -10,20 +14,35 @@ import jax
 import jax.numpy as jnp
 
 
+def logsumexp(x_BXV: jax.Array) -> jax.Array:
+    """log sum_v exp(x_v) over the last axis, computed from x - max(x) so no exp overflows.
+
+    The max is a constant for differentiation: the result does not depend on it."""
+    max_BX = jax.lax.stop_gradient(jnp.max(x_BXV, axis=-1))
+    return jnp.log(jnp.sum(jnp.exp(x_BXV - max_BX[..., None]), axis=-1)) + max_BX
+
+
+def label_logit(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
+    """logits_BXV[b, x, labels_BX[b, x]]: [B, X, V], [B, X] -> [B, X]."""
+    is_label_BXV = jnp.arange(logits_BXV.shape[-1]) == labels_BX[..., None]
+    return jnp.sum(jnp.where(is_label_BXV, logits_BXV, 0.0), axis=-1)
+
+
 def cross_entropy(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
-    """-log softmax(logits)[label] at every position: [B, X, V], [B, X] -> [B, X]."""
-    logp_BXV = jax.nn.log_softmax(logits_BXV.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp_BXV, labels_BX[..., None], axis=-1)[..., 0]
+    """-log softmax(logits)[label] = logsumexp(logits) - logits[label] at every position:
+    [B, X, V], [B, X] -> [B, X]."""
+    logits_BXV = logits_BXV.astype(jnp.float32)
+    return logsumexp(logits_BXV) - label_logit(logits_BXV, labels_BX)
 
 
 def top1_correct(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
     """True where the label's logit is above every other class's: [B, X, V], [B, X] -> [B, X].
 
-    The same as argmax == label except on exact ties, which count as wrong. One max over V
-    instead of argmax's (value, index) reduction: on the CPU, 0.19 s less per BERT-mini step
-    with logits at every position (2.37 -> 2.18 s).
+    The same as argmax == label except on exact ties, which count as wrong (a model whose
+    logits are all equal scores zero, not 100%). One max over V instead of argmax's (value,
+    index) reduction: on the CPU, 0.19 s less per BERT-mini step with logits at every
+    position (2.37 -> 2.18 s).
     """
-    label_logit_BX = jnp.take_along_axis(logits_BXV, labels_BX[..., None], axis=-1)[..., 0]
     is_label_BXV = jnp.arange(logits_BXV.shape[-1]) == labels_BX[..., None]
     best_other_BX = jnp.max(jnp.where(is_label_BXV, -jnp.inf, logits_BXV), axis=-1)
-    return label_logit_BX > best_other_BX
+    return label_logit(logits_BXV, labels_BX) > best_other_BX

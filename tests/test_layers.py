@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.layers import Dropout, Embedding, LayerNorm, Linear, fmix32, hash_bits, layer_norm
+from jaxlm.layers import (
+    Dropout,
+    Embedding,
+    LayerNorm,
+    Linear,
+    fmix32,
+    hash_bits,
+    layer_norm,
+    scores_against,
+)
 
 
 def test_layer_norm_matches_numpy():
@@ -46,6 +55,16 @@ def test_embedding_lookup_and_tied_scores():
     np.testing.assert_array_equal(emb(jnp.asarray(ids)), table[ids])
     x = np.ones((1, 2, 4), np.float32)
     np.testing.assert_allclose(emb.attend(jnp.asarray(x)), x @ table.T, atol=1e-5)
+
+
+def test_scores_against_gradients_match_numpy():
+    rng = np.random.default_rng(2)
+    x, table = rng.normal(size=(2, 3, 4)), rng.normal(size=(7, 4))
+    w = rng.normal(size=(2, 3, 7))  # d loss / d scores for loss = sum(scores * w)
+    grads = jax.grad(lambda x, t: jnp.sum(scores_against(x, t) * w), argnums=(0, 1))(
+        jnp.asarray(x, jnp.float32), jnp.asarray(table, jnp.float32))
+    np.testing.assert_allclose(grads[0], w @ table, rtol=1e-5)
+    np.testing.assert_allclose(grads[1], np.einsum("bpv,bpd->vd", w, x), rtol=1e-5)
 
 
 def test_lora_adds_a_scaled_low_rank_update_that_starts_at_zero():

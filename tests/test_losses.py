@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -17,6 +18,30 @@ def test_cross_entropy_matches_numpy():
                                    labels[..., None], -1)[..., 0]
     got = losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels))
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_cross_entropy_gradient_is_softmax_minus_one_hot():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 3, 5)).astype(np.float32) * 4
+    labels = rng.integers(0, 5, (2, 3))
+    got = jax.grad(lambda z: jnp.sum(losses.cross_entropy(z, jnp.asarray(labels))))(
+        jnp.asarray(logits))
+    softmax = np.exp(_np_log_softmax(logits.astype(np.float64)))
+    np.testing.assert_allclose(got, softmax - np.eye(5)[labels], atol=1e-6)
+
+
+def test_logsumexp_does_not_overflow():
+    x = np.array([[1000.0, 1000.0, 990.0], [-5.0, 0.0, 2.0]], np.float32)
+    expected = np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1)) + x.max(-1)
+    np.testing.assert_allclose(losses.logsumexp(jnp.asarray(x)), expected, rtol=1e-6)
+
+
+def test_label_logit_picks_the_label_column():
+    logits = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    labels = np.array([[0, 3, 1], [2, 2, 0]])
+    expected = np.take_along_axis(logits, labels[..., None], -1)[..., 0]
+    np.testing.assert_array_equal(losses.label_logit(jnp.asarray(logits), jnp.asarray(labels)),
+                                  expected)
 
 
 def test_bf16_logits_are_reduced_in_float32():
