@@ -22,10 +22,14 @@ def logsumexp(x_BXV: jax.Array) -> jax.Array:
     return jnp.log(jnp.sum(jnp.exp(x_BXV - max_BX[..., None]), axis=-1)) + max_BX
 
 
+def _is_label(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
+    """[B, X, V] bool, True in each position's label column."""
+    return jnp.arange(logits_BXV.shape[-1]) == labels_BX[..., None]
+
+
 def label_logit(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
     """logits_BXV[b, x, labels_BX[b, x]]: [B, X, V], [B, X] -> [B, X]."""
-    is_label_BXV = jnp.arange(logits_BXV.shape[-1]) == labels_BX[..., None]
-    return jnp.sum(jnp.where(is_label_BXV, logits_BXV, 0.0), axis=-1)
+    return jnp.sum(jnp.where(_is_label(logits_BXV, labels_BX), logits_BXV, 0.0), axis=-1)
 
 
 def cross_entropy(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
@@ -43,6 +47,6 @@ def top1_correct(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
     index) reduction: on the CPU, 0.19 s less per BERT-mini step with logits at every
     position (2.37 -> 2.18 s).
     """
-    is_label_BXV = jnp.arange(logits_BXV.shape[-1]) == labels_BX[..., None]
+    is_label_BXV = _is_label(logits_BXV, labels_BX)
     best_other_BX = jnp.max(jnp.where(is_label_BXV, -jnp.inf, logits_BXV), axis=-1)
     return label_logit(logits_BXV, labels_BX) > best_other_BX
