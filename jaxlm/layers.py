@@ -81,34 +81,57 @@ class LoRA(nnx.Module):
         return (a_IR @ b_RO * self.scale).reshape(kernel_shape)
 
 
+def rows_matmul(x: jax.Array, w_IO: jax.Array) -> jax.Array:
+    """x [..., I] @ w_IO -> [..., O], as one 2-D matmul over all leading axes folded into M.
+
+    The same numbers as `jnp.einsum("BTI,IO->BTO", ...)`, but the gradient of `w` then
+    contracts a single row axis, which XLA's CPU backend does on the operands as they lie;
+    with two (B and T) it first copied the whole output gradient transposed. Fwd + bwd of a
+    BERT-small MLP: 408 -> 280 ms; the BERT-small train step: 2604 -> 2445 ms.
+    """
+    y_MO = x.reshape(-1, x.shape[-1]) @ w_IO
+    return y_MO.reshape(*x.shape[:-1], w_IO.shape[-1])
+
+
 class Linear(nnx.Module):
     """An affine map written as an einsum whose letters are the shape legend.
 
     `Linear("BTD,DNH->BTNH", (D, N, H), ("embed", "heads", "kv"), ...)` projects into heads.
-    The bias covers the kernel dimensions that survive into the output (here N, H). With
-    `lora_rank` > 0 a `LoRA` adapter adds its low-rank update to the output.
+    The input's letters are rows (BT) then the contracted ones (D); the kernel's are the
+    contracted then the kept ones (NH); the output's are rows then kept. The bias covers the
+    kept dimensions. With `lora_rank` > 0 a `LoRA` adapter adds its low-rank update. The
+    product runs as `rows_matmul` of [rows, contracted] by [contracted, kept].
     """
 
     def __init__(self, equation: str, kernel_shape: tuple[int, ...], kernel_axes: tuple, *,
                  init_std: float, dtype, param_dtype, rngs: nnx.Rngs, lora_rank: int = 0,
                  lora_alpha: float = 1.0):
-        _, kernel_letters, out_letters = _einsum_parts(equation)
+        x_letters, kernel_letters, out_letters = _einsum_parts(equation)
         if len(kernel_letters) != len(kernel_shape):
             raise ValueError(f"{equation}: kernel shape {kernel_shape} has the wrong rank")
-        kept = [i for i, c in enumerate(kernel_letters) if c in out_letters]
-        self.equation = equation
+        n_in = sum(c not in out_letters for c in kernel_letters)
+        rows = x_letters[:len(x_letters) - n_in]
+        if (x_letters[len(rows):] != kernel_letters[:n_in]
+                or out_letters != rows + kernel_letters[n_in:]):
+            raise ValueError(f"{equation}: Linear needs input = rows + contracted, kernel = "
+                             "contracted + kept and output = rows + kept (e.g. BTD,DF->BTF)")
+        self.in_shape = tuple(kernel_shape[:n_in])
+        self.kept_shape = tuple(kernel_shape[n_in:])
         self.dtype = dtype
         self.kernel = param(rngs, jax.nn.initializers.truncated_normal(init_std), kernel_shape,
                             kernel_axes, param_dtype)
-        self.bias = param(rngs, jax.nn.initializers.zeros, tuple(kernel_shape[i] for i in kept),
-                          tuple(kernel_axes[i] for i in kept), param_dtype)
+        self.bias = param(rngs, jax.nn.initializers.zeros, self.kept_shape,
+                          tuple(kernel_axes[n_in:]), param_dtype)
         self.lora = (LoRA(equation, kernel_shape, kernel_axes, lora_rank, lora_alpha,
                           dtype=dtype, param_dtype=param_dtype, rngs=rngs)
                      if lora_rank else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.einsum(self.equation, x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-        y = y + self.bias[...].astype(self.dtype)
+        rows = x.shape[:x.ndim - len(self.in_shape)]
+        fan_in = math.prod(self.in_shape)
+        kernel_IO = self.kernel[...].astype(self.dtype).reshape(fan_in, -1)
+        y = rows_matmul(x.astype(self.dtype).reshape(*rows, fan_in), kernel_IO)
+        y = y.reshape(*rows, *self.kept_shape) + self.bias[...].astype(self.dtype)
         return y if self.lora is None else y + self.lora(x)
 
 
@@ -126,32 +149,7 @@ class Embedding(nnx.Module):
 
     def attend(self, x_BPD: jax.Array) -> jax.Array:
         """Scores of every table row against `x`: the tied output layer (BERT 3.1, Task #1)."""
-        return scores_against(x_BPD.astype(self.dtype), self.embedding[...].astype(self.dtype))
-
-
-@jax.custom_vjp
-def scores_against(x_BPD: jax.Array, table_VD: jax.Array) -> jax.Array:
-    """x_BPD . table_VD^T -> [B, P, V]: every row of x scored against every table row.
-
-    `jnp.einsum("BPD,VD->BPV", ...)` with the table's gradient taken as (x^T g)^T, a [D, V]
-    product then transposed. JAX's own g^T x made XLA's CPU matmul transpose the whole
-    [B*P, V] gradient first: 78 MB per BERT-mini step for the MLM head on 640 positions.
-    """
-    return jnp.einsum("BPD,VD->BPV", x_BPD, table_VD)
-
-
-def _scores_against_fwd(x_BPD, table_VD):
-    return scores_against(x_BPD, table_VD), (x_BPD, table_VD)
-
-
-def _scores_against_bwd(residuals, g_BPV):
-    x_BPD, table_VD = residuals
-    dx_BPD = jnp.einsum("BPV,VD->BPD", g_BPV, table_VD)
-    dtable_DV = jnp.einsum("BPD,BPV->DV", x_BPD, g_BPV)
-    return dx_BPD, dtable_DV.T
-
-
-scores_against.defvjp(_scores_against_fwd, _scores_against_bwd)
+        return rows_matmul(x_BPD.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
 
 
 def fmix32(h_X: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ from jaxlm.layers import (
     fmix32,
     hash_bits,
     layer_norm,
-    scores_against,
+    rows_matmul,
 )
 
 
@@ -57,14 +57,21 @@ def test_embedding_lookup_and_tied_scores():
     np.testing.assert_allclose(emb.attend(jnp.asarray(x)), x @ table.T, atol=1e-5)
 
 
-def test_scores_against_gradients_match_numpy():
+def test_rows_matmul_values_and_gradients_match_numpy():
     rng = np.random.default_rng(2)
-    x, table = rng.normal(size=(2, 3, 4)), rng.normal(size=(7, 4))
-    w = rng.normal(size=(2, 3, 7))  # d loss / d scores for loss = sum(scores * w)
-    grads = jax.grad(lambda x, t: jnp.sum(scores_against(x, t) * w), argnums=(0, 1))(
-        jnp.asarray(x, jnp.float32), jnp.asarray(table, jnp.float32))
-    np.testing.assert_allclose(grads[0], w @ table, rtol=1e-5)
-    np.testing.assert_allclose(grads[1], np.einsum("bpv,bpd->vd", w, x), rtol=1e-5)
+    x, w = rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 7))
+    g = rng.normal(size=(2, 3, 7))  # d loss / d y for loss = sum(y * g)
+    xj, wj = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
+    np.testing.assert_allclose(rows_matmul(xj, wj), x @ w, rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda x, w: jnp.sum(rows_matmul(x, w) * g), argnums=(0, 1))(xj, wj)
+    np.testing.assert_allclose(grads[0], g @ w.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[1], np.einsum("btd,btv->dv", x, g), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_rejects_an_equation_it_cannot_run_as_one_matmul():
+    with pytest.raises(ValueError, match="BTD,FD->BTF"):
+        Linear("BTD,FD->BTF", (3, 4), ("mlp", "embed"), init_std=0.5, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs=nnx.Rngs(0))
 
 
 def test_lora_adds_a_scaled_low_rank_update_that_starts_at_zero():
