@@ -10,6 +10,21 @@ Every array name carries its shape as a suffix, with one letter per dimension:
 
 So `x_BTD` is a [batch, length, width] activation, `scores_BNTS` holds attention scores
 and `logits_BPV` the masked-LM logits at the gathered masked positions.
+
+The package, from the bottom layer up (a layer imports only the ones below it; the
+contracts in pyproject.toml say so and `lint-imports` checks them):
+
+    config       frozen dataclasses read from configs/*.yaml, key.sub=value overrides
+    nn           building blocks: Linear, attention and its masks, transformer blocks
+    models       BERT, GPT, the encoder-decoder; data: corpora, tokenizer, instances, loader
+    objectives   losses, each kind's loss sums, FLOPs, the registry of model kinds
+    training     train state, jitted steps, the shared loop, sharding, checkpoints, metrics
+    hf           Hugging Face checkpoints in and out, one table per architecture
+    inference    loading runs, generation, beam search, fill-mask, classification
+
+The modules at the top level are the command-line entry points, one per job
+(`python -m jaxlm.<job>`): pretrain (`train.py`), finetune, prepare, generate, fill_mask,
+classify, evaluate, export, make_pairs, plot.
 """
 
 __version__ = "0.1.0"

@@ -2,8 +2,8 @@
 
     python -m jaxlm.evaluate --checkpoint runs/reverse_tiny --beam-size 4
 
-Each held-out source is decoded with beam search (`jaxlm.beam_search`); the decoded text
-and the reference text are split into words and scored with `jaxlm.bleu`.
+Each held-out source is decoded with beam search (`jaxlm.inference.beam_search`); the decoded text
+and the reference text are split into words and scored with `jaxlm.objectives.bleu`.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ import sys
 
 import numpy as np
 
-from jaxlm import bleu
-from jaxlm.beam_search import beam_search
-from jaxlm.checkpoint import load_run
 from jaxlm.data import load_tokenizer, prepare
-from jaxlm.generate import decode_text
-from jaxlm.tasks import TASKS
+from jaxlm.inference.beam_search import beam_search
+from jaxlm.inference.generate import decode_text
+from jaxlm.inference.load import load_run
+from jaxlm.objectives import bleu
+from jaxlm.objectives.registry import pretraining_task
 
 
-def evaluate(run_dir: str, *, beam_size: int = 4, length_penalty: float = 0.6,
+def score_held_out(run_dir: str, *, beam_size: int = 4, length_penalty: float = 0.6,
              limit: int = 0, batch_size: int = 64) -> dict:
     """BLEU and exact match of beam-search outputs on the run's held-out split."""
     model, cfg, tokenizer_path = load_run(run_dir, ("encoder_decoder",), "evaluation")
-    prepared = prepare(cfg.data, seed=cfg.train.seed, objective=TASKS[cfg.model.kind].data)
+    prepared = prepare(cfg.data, seed=cfg.train.seed,
+                       recipe=pretraining_task(cfg.model.kind).recipe)
     tokenizer = load_tokenizer(tokenizer_path)
     split = {k: np.load(prepared.directory / "eval" / f"{k}.npy")
              for k in ("source_ids", "source_mask", "target_ids", "target_weights")}
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        report = evaluate(args.checkpoint, beam_size=args.beam_size,
+        report = score_held_out(args.checkpoint, beam_size=args.beam_size,
                           length_penalty=args.length_penalty, limit=args.limit)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,8 +8,8 @@
 3. build `BertForSequenceClassification`: encoder weights from `init_from`, a fresh
    classifier; with `finetune.lora_rank` > 0 only the LoRA adapters and the classifier are
    trained and checkpointed, the encoder stays frozen;
-4. train with the pretraining loop (`pretrain.train_loop`: the same jitted step, sharding,
-   metrics and checkpoints), evaluating on validation every epoch, keeping the best
+4. train with the shared loop (`training.loop.train_loop`: the same jitted step, sharding,
+   metrics and checkpoints as pretraining), evaluating on validation every epoch, keeping the best
    checkpoint and stopping after `finetune.patience` epochs without improvement;
 5. reload the best checkpoint and write accuracy, macro-F1 and the confusion matrices of
    validation and test to `run_dir/results.json`.
@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,57 +29,22 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxlm import host, metrics, optim, plot, sharding, tasks, trainer
-from jaxlm.checkpoint import Checkpointer, load_run, open_latest, restore_params, run_tokenizer
-from jaxlm.config import ConfigError, FinetuneConfig, ModelConfig, from_dict, load, to_dict
+from jaxlm.config import ConfigError, FinetuneConfig, load, to_dict
 from jaxlm.data import DataError, load_tokenizer
 from jaxlm.data import classification as cls_data
-from jaxlm.pretrain import NonFiniteError, setup_logging, train_loop
+from jaxlm.inference.load import load_pretrained
+from jaxlm.objectives import tasks
+from jaxlm.objectives.registry import classify_task
+from jaxlm.training import host, metrics, optim, sharding
+from jaxlm.training.checkpoint import Checkpointer, restore_params
+from jaxlm.training.loop import EarlyStopping, NonFiniteError, train_loop
+from jaxlm.training.plot import plot_run
+from jaxlm.training.state import LORA_TRAINABLE, count_params, load_weights, setup_state
+from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
-
-# Under LoRA these are trained; every other parameter is frozen.
-LORA_TRAINABLE = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("lora"),
-                                            nnx.PathContains("classifier")))
-
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-    config: ModelConfig
-    weights: dict[str, np.ndarray]  # "bert.layers.0.attention.query.kernel" -> array
-    tokenizer_path: Path
-
-
-def load_pretrained(path: str | Path) -> Pretrained:
-    """The encoder weights, model config and tokenizer of a jaxlm BERT run or a Hugging
-    Face BERT directory (config.json + weights + tokenizer.json or vocab.txt).
-
-    Raises:
-      FileNotFoundError: no checkpoint, or no tokenizer next to it.
-      ValueError: a run that is not a BERT.
-    """
-    directory = Path(path).expanduser()
-    if not str(path):
-        raise FileNotFoundError("init_from is not set: give a jaxlm BERT run directory or a "
-                                "Hugging Face BERT directory")
-    if (directory / "config.json").is_file():
-        from jaxlm.hf import from_pretrained
-
-        module, config = from_pretrained(directory, encoder_only=True)
-        tokenizer_path = next((directory / n for n in ("tokenizer.json", "vocab.txt")
-                               if (directory / n).is_file()), None)
-        if tokenizer_path is None:
-            raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the "
-                                    f"model")
-    else:
-        module, cfg, tokenizer_path = load_run(directory, ("bert",), "fine-tuning")
-        config = cfg.model
-    weights = {"bert." + ".".join(map(str, k)): np.asarray(v.get_value())
-               for k, v in nnx.to_flat_state(nnx.state(module.bert, nnx.Param))}
-    return Pretrained(config, weights, Path(tokenizer_path))
-
 
 def read_splits(cfg: FinetuneConfig, seed: int) -> dict[str, list[cls_data.Example]]:
     """train / validation / test examples from the files, splitting what is not given."""
@@ -102,7 +66,7 @@ def read_splits(cfg: FinetuneConfig, seed: int) -> dict[str, list[cls_data.Examp
     return {"train": train, "validation": val, "test": test}
 
 
-def evaluate(eval_step, params, fixed, arrays: dict, batch_size: int, task: tasks.Task,
+def split_metrics(eval_step, params, fixed, arrays: dict, batch_size: int, task: tasks.Task,
              mesh) -> dict:
     """Loss, accuracy, macro-F1 and the confusion matrix (rows: true label) of one split."""
     totals = None
@@ -114,31 +78,6 @@ def evaluate(eval_step, params, fixed, arrays: dict, batch_size: int, task: task
     line["eval_macro_f1"] = tasks.confusion_metrics(totals["cls_confusion"])["macro_f1"]
     line["confusion"] = np.asarray(totals["cls_confusion"]).astype(int).tolist()
     return line
-
-
-class EarlyStopping:
-    """True once `patience` evaluations in a row have not beaten the best one."""
-
-    def __init__(self, key: str, patience: int, history: list[dict]):
-        self.key, self.patience = key, patience
-        self.best, self.waited = -math.inf, 0
-        for line in history:
-            self(line)
-
-    def __call__(self, eval_line: dict) -> bool:
-        if eval_line[self.key] > self.best:
-            self.best, self.waited = eval_line[self.key], 0
-        else:
-            self.waited += 1
-        return self.waited >= self.patience
-
-
-def _eval_history(run_dir: Path, start: int) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
-    return [d for d in lines if "eval_loss" in d and d["step"] <= start]
 
 
 def run(cfg: FinetuneConfig) -> dict:
@@ -182,16 +121,16 @@ def run(cfg: FinetuneConfig) -> dict:
     lora = cfg.finetune.lora_rank
     model_cfg = dataclasses.replace(pretrained.config, lora_rank=lora,
                                     lora_alpha=cfg.finetune.lora_alpha)
-    task = tasks.classify_task(len(labels), cfg.finetune.classifier_dropout)
+    task = classify_task(len(labels), cfg.finetune.classifier_dropout)
     tx = optim.make_optimizer(train_cfg)
-    setup = trainer.setup_state(model_cfg, cfg.train.seed, tx, mesh, task,
-                                LORA_TRAINABLE if lora else nnx.Param)
-    trainable = trainer.count_params(setup.model.abstract_params)
-    total = trainable + trainer.count_params(setup.model.abstract_frozen)
+    setup = setup_state(model_cfg, cfg.train.seed, tx, mesh, task,
+                        LORA_TRAINABLE if lora else nnx.Param)
+    trainable = count_params(setup.model.abstract_params)
+    total = trainable + count_params(setup.model.abstract_frozen)
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    frozen, used = trainer.load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen,
-                                        pretrained.weights)
+    frozen, used = load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen,
+                                pretrained.weights)
     fixed = dataclasses.replace(setup.fixed, frozen=frozen)
     run_dir = Path(cfg.run_dir)
     metric = f"eval_{'cls_accuracy' if cfg.finetune.metric == 'accuracy' else 'macro_f1'}"
@@ -202,8 +141,8 @@ def run(cfg: FinetuneConfig) -> dict:
     state = checkpoints.restore(setup.abstract, batches, model_cfg)
     if state is None:
         state = setup.init()
-        params, used_trained = trainer.load_weights(state.params, setup.shardings.params,
-                                                    pretrained.weights)
+        params, used_trained = load_weights(state.params, setup.shardings.params,
+                                            pretrained.weights)
         state = dataclasses.replace(state, params=params)
         used |= used_trained
         missing = sorted(set(pretrained.weights) - used)
@@ -223,20 +162,20 @@ def run(cfg: FinetuneConfig) -> dict:
         flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
         keys=tasks.train_metric_keys(task), tensorboard=cfg.train.tensorboard,
         progress_bar=cfg.train.progress_bar)
-    eval_step = trainer.make_eval_step(setup, mesh)
+    eval_step = make_eval_step(setup, mesh)
 
     def validate(params):
-        line = evaluate(eval_step, params, fixed, arrays["validation"], B, task, mesh)
+        line = split_metrics(eval_step, params, fixed, arrays["validation"], B, task, mesh)
         line.pop("confusion")
         return line
 
-    train_step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg),
-                                         mesh, train_cfg.grad_accum_steps)
+    train_step = make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh,
+                                 train_cfg.grad_accum_steps)
     loop_started = time.perf_counter()
     train_loop(train_cfg, state, fixed, train_step, batches, mesh, checkpoints=checkpoints,
                logger=logger, config=saved_config, evaluate=validate,
                stop_early=EarlyStopping(metric, cfg.finetune.patience,
-                                        _eval_history(run_dir, start)))
+                                        metrics.eval_history(run_dir, start)))
     loop_s = time.perf_counter() - loop_started
 
     best = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
@@ -248,51 +187,16 @@ def run(cfg: FinetuneConfig) -> dict:
                "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1)}
     for name in ("validation", "test"):
         if len(arrays[name]["label"]):
-            line = evaluate(eval_step, params, fixed, arrays[name], B, task, mesh)
+            line = split_metrics(eval_step, params, fixed, arrays[name], B, task, mesh)
             results[name] = {"loss": line["eval_cls_loss"],
                              "accuracy": line["eval_cls_accuracy"],
                              "macro_f1": line["eval_macro_f1"], "confusion": line["confusion"]}
     if jax.process_index() == 0:
-        results["plot"] = str(plot.plot_run(run_dir))
+        results["plot"] = str(plot_run(run_dir))
     results["wall_s"] = time.perf_counter() - started
     if jax.process_index() == 0:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
-
-
-def load_classifier(path: str | Path, mesh=None):
-    """A fine-tuned classifier (eval mode) from its run directory.
-
-    Returns:
-      (module, labels, tokenizer_path, max_seq_length).
-
-    Raises:
-      FileNotFoundError: no checkpoint or no tokenizer.json in the run directory.
-      ValueError: a run that is not a fine-tuned classifier.
-    """
-    manager, step, saved = open_latest(path)
-    if "labels" not in saved:
-        manager.close()
-        raise ValueError(f"{path} is not a fine-tuned classifier (no labels saved); "
-                         f"train one with python -m jaxlm.finetune")
-    labels = tuple(saved.pop("labels"))
-    model_cfg = from_dict(ModelConfig, saved.pop("model"))
-    cfg = from_dict(FinetuneConfig, saved)
-    mesh = mesh if mesh is not None else sharding.make_mesh(
-        dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
-    task = tasks.classify_task(len(labels), cfg.finetune.classifier_dropout)
-    setup = trainer.setup_state(model_cfg, cfg.train.seed, optim.make_optimizer(cfg.train), mesh,
-                                task, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
-    params = restore_params(manager, step, setup.abstract)
-    manager.close()
-    fixed = setup.fixed
-    if model_cfg.lora_rank:  # the frozen encoder is not in the checkpoint: reload it
-        frozen, _ = trainer.load_weights(fixed.frozen, setup.fixed_shardings.frozen,
-                                         load_pretrained(cfg.init_from).weights)
-        fixed = dataclasses.replace(fixed, frozen=frozen)
-    module = trainer.merge(setup.model, params, fixed)
-    module.eval()
-    return module, labels, run_tokenizer(path, "jaxlm.finetune"), cfg.data.max_seq_length
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="e.g. init_from=runs/bert_tiny finetune.lora_rank=8")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    setup_logging()
+    metrics.setup_logging()
     try:
         results = run(load(args.config, args.overrides, cls=FinetuneConfig))
     except (ConfigError, DataError, NonFiniteError, FileNotFoundError, ValueError) as e:

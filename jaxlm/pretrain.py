@@ -1,14 +1,15 @@
-"""The pretraining run behind `python train.py`: data, mesh, state, loop, checkpoints, metrics.
+"""Pretraining, the job behind `python train.py`: data, mesh, state, loop, checkpoints.
 
 One function, `run(cfg)`, does the whole job the same way on one CPU, a GPU box or a
-multi-host TPU slice, for BERT (MLM + NSP) or GPT (next token), by `model.kind`:
+multi-host TPU slice, for BERT (MLM + NSP), GPT (next token) or the encoder-decoder (T5
+span corruption), by `model.kind` (`jaxlm.objectives.registry`):
 
 1. prepare the data (tokenizer + instances, cached) and size the vocabulary from it;
-2. build the mesh, the train state's shardings and the jitted steps (`jaxlm.trainer`);
+2. build the mesh, the train state's shardings and the jitted steps (`jaxlm.training`);
 3. resume from the newest readable checkpoint in `run_dir/checkpoints`, or initialize;
-4. train (`train_loop`, shared with `jaxlm.finetune`), logging every `log_every` steps,
-   evaluating every `eval_every`, checkpointing every `checkpoint_every` and at the end;
-   SIGTERM/SIGINT save at the next step boundary.
+4. train (`training.loop.train_loop`, shared with `jaxlm.finetune`), logging every
+   `log_every` steps, evaluating every `eval_every`, checkpointing every
+   `checkpoint_every` and at the end; SIGTERM/SIGINT save at the next step boundary.
 """
 
 from __future__ import annotations
@@ -17,69 +18,38 @@ import argparse
 import dataclasses
 import logging
 import shutil
-import signal
 import sys
 import time
-import typing
 from pathlib import Path
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxlm import data, host, metrics, optim, plot, sharding, tasks, trainer
-from jaxlm.checkpoint import Checkpointer
-from jaxlm.config import Config, ConfigError, TrainConfig, load, to_dict
+from jaxlm import data
+from jaxlm.config import Config, ConfigError, load, to_dict
+from jaxlm.objectives import tasks
+from jaxlm.objectives.registry import pretraining_task
+from jaxlm.training import host, metrics, optim, sharding
+from jaxlm.training.checkpoint import Checkpointer
+from jaxlm.training.loop import NonFiniteError, train_loop
+from jaxlm.training.plot import plot_run
+from jaxlm.training.state import setup_state
+from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "bert_tiny.yaml"
 
 
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a NaN/inf loss or gradient."""
-
-
-class StopRequest:
-    """Remembers a SIGTERM/SIGINT so the loop can checkpoint and leave at a step boundary."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C
-            raise KeyboardInterrupt
-        self.signal = signum
-        log.warning("received %s: saving a checkpoint at the end of this step",
-                    signal.Signals(signum).name)
-
-    def requested(self) -> bool:
-        """True on every process as soon as any process was signalled."""
-        flag = self.signal is not None
-        if jax.process_count() == 1:
-            return flag
-        return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
-
-
 def prepare_data(cfg: Config) -> data.Prepared:
     """Process 0 builds the data first; the others then find it (or build their own copy
     when hosts share no filesystem)."""
-    objective = tasks.TASKS[cfg.model.kind].data
+    recipe = pretraining_task(cfg.model.kind).recipe
     if jax.process_index() == 0:
-        prepared = data.prepare(cfg.data, seed=cfg.train.seed, objective=objective)
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed, recipe=recipe)
     multihost_utils.sync_global_devices("jaxlm_data_prepared")
     if jax.process_index() != 0:
-        prepared = data.prepare(cfg.data, seed=cfg.train.seed, objective=objective)
+        prepared = data.prepare(cfg.data, seed=cfg.train.seed, recipe=recipe)
     return prepared
 
 
@@ -97,8 +67,8 @@ def resolve_model(cfg: Config, prepared: data.Prepared) -> Config:
     return dataclasses.replace(cfg, model=model)
 
 
-def evaluate(eval_step, task: tasks.Task, params, fixed, prepared: data.Prepared, cfg: Config,
-             mesh) -> dict:
+def held_out_metrics(eval_step, task: tasks.Task, params, fixed, prepared: data.Prepared,
+                     cfg: Config, mesh) -> dict:
     """Loss, accuracy and perplexity on (the first `eval_steps` batches of) the held-out
     split, read in stored order so every evaluation sees the same examples."""
     loader = data.make_loader(prepared, "eval", cfg.train.batch_size, seed=cfg.train.seed,
@@ -110,69 +80,6 @@ def evaluate(eval_step, task: tasks.Task, params, fixed, prepared: data.Prepared
         sums = jax.device_get(eval_step(params, fixed, sharding.global_batch(local, mesh)))
         totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
     return tasks.eval_metrics(task, totals)
-
-
-def train_loop(train_cfg: TrainConfig, state: trainer.TrainState, fixed: trainer.Fixed,
-               train_step, batches, mesh, *, checkpoints: Checkpointer,
-               logger: metrics.MetricsLogger, config: dict,
-               evaluate: typing.Callable[[dict], dict],
-               stop_early: typing.Callable[[dict], bool] = lambda eval_line: False) -> dict:
-    """Steps from `state.step` to `train_cfg.steps`: log every `log_every`, evaluate every
-    `eval_every` (and at the end), checkpoint every `checkpoint_every`, at the end, on
-    SIGTERM/SIGINT and when `stop_early(eval_line)` says so. Closes `checkpoints` and
-    `logger`.
-
-    Args:
-      evaluate: params -> held-out metrics; the first objective's accuracy picks the best
-        checkpoint.
-      config: the run's config as a dict, saved in every checkpoint.
-
-    Returns:
-      {"train": last metrics line, "eval": last evaluation, "state": the final state}.
-
-    Raises:
-      NonFiniteError: `max_nonfinite_steps` consecutive NaN/inf steps.
-    """
-    summary: dict = {}
-    start = step = int(jax.device_get(state.step))
-    try:
-        with StopRequest() as stop:
-            logger.restart_clock(step)
-            while step < train_cfg.steps:
-                batch = sharding.global_batch(next(batches), mesh)
-                state, step_metrics = train_step(state, fixed, batch)
-                step += 1
-                logger.record(step, step_metrics)
-                last = step == train_cfg.steps
-                if step == start + 1:
-                    logger.restart_clock(step)  # leave compilation out of tokens/s
-                if step % train_cfg.log_every == 0 or last:
-                    summary["train"] = line = logger.flush(step)
-                    if line["bad_streak"] >= train_cfg.max_nonfinite_steps:
-                        raise NonFiniteError(
-                            f"{line['bad_streak']} consecutive steps up to step {step} had a "
-                            f"non-finite loss or gradient; their updates were skipped. The "
-                            f"newest checkpoint in {checkpoints.directory} predates them. "
-                            f"Lower train.learning_rate or use model.dtype=float32.")
-                eval_line = None
-                if train_cfg.eval_every and (step % train_cfg.eval_every == 0 or last):
-                    summary["eval"] = eval_line = evaluate(state.params)
-                    logger.write_eval(step, eval_line)
-                stopping = stop.requested()
-                early = eval_line is not None and not last and stop_early(eval_line)
-                if step % train_cfg.checkpoint_every == 0 or last or stopping or early:
-                    checkpoints.save(step, state, batches, config, eval_line)
-                if stopping or early:
-                    log.warning("stopped at step %d%s; checkpoint written to %s", step,
-                                " (early stopping)" if early else "", checkpoints.directory)
-                    break
-                if eval_line is not None:
-                    logger.restart_clock(step)
-    finally:
-        checkpoints.close()
-        logger.close()
-    summary["state"] = state
-    return summary
 
 
 def run(cfg: Config) -> dict:
@@ -198,10 +105,10 @@ def run(cfg: Config) -> dict:
              jax.devices()[0].device_kind, jax.process_count())
 
     tx = optim.make_optimizer(cfg.train)
-    setup = trainer.setup_state(cfg.model, cfg.train.seed, tx, mesh)
-    train_step = trainer.make_train_step(setup, tx, optim.learning_rate_schedule(cfg.train),
-                                         mesh, cfg.train.grad_accum_steps)
-    eval_step = trainer.make_eval_step(setup, mesh)
+    setup = setup_state(cfg.model, cfg.train.seed, tx, mesh)
+    train_step = make_train_step(setup, tx, optim.learning_rate_schedule(cfg.train), mesh,
+                                 cfg.train.grad_accum_steps)
+    eval_step = make_eval_step(setup, mesh)
     batches = iter(data.make_loader(prepared, "train", cfg.train.batch_size,
                                     seed=cfg.train.seed, shuffle=True, num_epochs=None))
     if cfg.train.eval_every:  # fail now, not after an hour, if the eval split is too small
@@ -229,10 +136,10 @@ def run(cfg: Config) -> dict:
     summary = train_loop(
         cfg.train, state, setup.fixed, train_step, batches, mesh, checkpoints=checkpoints,
         logger=logger, config=to_dict(cfg),
-        evaluate=lambda params: evaluate(eval_step, task, params, setup.fixed, prepared, cfg,
-                                         mesh))
+        evaluate=lambda params: held_out_metrics(eval_step, task, params, setup.fixed, prepared,
+                                                 cfg, mesh))
     if jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
-        summary["plot"] = str(plot.plot_run(run_dir))
+        summary["plot"] = str(plot_run(run_dir))
     summary["wall_s"] = time.perf_counter() - started
     return summary
 
@@ -251,21 +158,9 @@ def parse_args(argv: list[str]) -> Config:
     return load(args.config, args.overrides)
 
 
-def setup_logging() -> None:
-    """INFO lines with a time stamp from the "jaxlm" loggers, on stderr."""
-    # jaxlm's own handler: absl (imported by orbax) has already claimed the root logger.
-    if log.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     host.keep_freed_memory()  # before JAX starts its CPU client
-    setup_logging()
+    metrics.setup_logging()
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))
     except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError) as e:

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxlm.config import DataConfig
 from jaxlm.data.instances import KEYS, Documents
-from jaxlm.data.pipeline import Prepared
+from jaxlm.data.preparation import Prepared
 from jaxlm.data.tokenizer import SpecialIds
 
 # Six made-up documents in the BERT format: one sentence per line, a blank line between them.

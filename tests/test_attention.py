@@ -4,14 +4,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm.attention import (
+from jaxlm.config import ModelConfig
+from jaxlm.nn.attention import (
     MultiHeadAttention,
     causal_mask,
     dot_product_attention,
     normalize_heads,
     padding_mask,
 )
-from jaxlm.config import ModelConfig
 
 CFG = ModelConfig(vocab_size=10, hidden_size=16, num_layers=1, num_heads=2,
                   intermediate_size=8, attention_dropout=0.0)

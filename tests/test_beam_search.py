@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.beam_search import beam_search, length_penalty_factor
-from jaxlm.encoder_decoder import EncoderDecoderTransformer
+from jaxlm.inference.beam_search import beam_search, length_penalty_factor
+from jaxlm.models.encoder_decoder import EncoderDecoderTransformer
 
 START, END = 1, 4
 

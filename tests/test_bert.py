@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.bert import BertForPreTraining, BertModel
 from jaxlm.config import load
-from jaxlm.tasks import TASKS
+from jaxlm.models.bert import BertForPreTraining, BertModel
+from jaxlm.objectives.registry import PRETRAINING
 
 # Pretraining configs; configs/finetune_*.yaml take their model from init_from.
 CONFIGS = sorted(p for p in Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")
@@ -32,7 +32,7 @@ def _count(model):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_builds_abstractly(path):
     config = load(path).model
-    model = nnx.eval_shape(lambda: TASKS[config.kind].build(config, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: PRETRAINING[config.kind].build(config, nnx.Rngs(0)))
     n = _count(model)
     assert n > 0
     if path.stem == "gpt2_small":  # GPT-2's 124M (124,439,808 in the released weights)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from jaxlm.bleu import corpus_bleu, exact_match, ngrams
+from jaxlm.objectives.bleu import corpus_bleu, exact_match, ngrams
 
 
 def test_identical_corpus_scores_one():

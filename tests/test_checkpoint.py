@@ -7,9 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxlm import data, optim, sharding, trainer
-from jaxlm.checkpoint import Checkpointer
+from jaxlm import data
 from jaxlm.config import ConfigError, MeshConfig, TrainConfig, load
+from jaxlm.training import optim, sharding
+from jaxlm.training.checkpoint import Checkpointer
+from jaxlm.training.state import setup_state
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def setup(run_overrides):
 
     def on(mesh_cfg):
         mesh = sharding.make_mesh(mesh_cfg)
-        state = trainer.setup_state(model_cfg, 0, tx, mesh)
+        state = setup_state(model_cfg, 0, tx, mesh)
         loader = data.make_loader(prepared, "train", 16, seed=0, shuffle=True, num_epochs=None)
         return state, iter(loader)
 

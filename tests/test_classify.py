@@ -2,16 +2,17 @@
 
 import pytest
 
-from jaxlm import classify
+from jaxlm import classify as classify_cli
+from jaxlm.inference import classify
 
 
 def test_command_line_errors_are_named(tmp_path, capsys):
-    assert classify.main(["--checkpoint", str(tmp_path / "none"), "good"]) == 1
+    assert classify_cli.main(["--checkpoint", str(tmp_path / "none"), "good"]) == 1
     assert "no checkpoint found" in capsys.readouterr().err
-    assert classify.main(["--checkpoint", str(tmp_path), "--file",
+    assert classify_cli.main(["--checkpoint", str(tmp_path), "--file",
                           str(tmp_path / "missing.txt")]) == 1
     assert "missing.txt not found" in capsys.readouterr().err
-    assert classify.main(["--checkpoint", str(tmp_path)]) == 1
+    assert classify_cli.main(["--checkpoint", str(tmp_path)]) == 1
     assert "no texts given" in capsys.readouterr().err
 
 

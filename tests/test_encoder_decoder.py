@@ -9,10 +9,11 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxlm import losses
 from jaxlm.config import ConfigError, ModelConfig
-from jaxlm.encoder_decoder import EncoderDecoderTransformer, sinusoidal_positions
-from jaxlm.gpt import cache_mask
+from jaxlm.models.encoder_decoder import EncoderDecoderTransformer
+from jaxlm.nn.attention import cache_mask
+from jaxlm.nn.positions import sinusoidal_positions
+from jaxlm.objectives import losses
 
 
 @pytest.fixture

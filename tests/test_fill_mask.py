@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from jaxlm import fill_mask
+from jaxlm import fill_mask as fill_mask_cli
+from jaxlm.inference import fill_mask
+from jaxlm.inference.load import load_masked_lm
 
 WORDS = ["to", "be", "or", "not", "that", "is", "the", "question", ",", "."]
 
@@ -29,7 +31,7 @@ def test_probabilities_match_transformers(hf_dir):
     import torch
 
     directory, reference, vocab = hf_dir
-    model, tokenizer = fill_mask.load(directory)
+    model, tokenizer = load_masked_lm(directory)
     texts = ["to be or [MASK] to be", "[MASK] is the [MASK] ."]
     out = fill_mask.fill_mask(model, tokenizer, texts, top_k=3)
     ids = [[2, 5, 6, 7, 4, 5, 6, 3], [2, 4, 10, 11, 4, 14, 3]]
@@ -48,7 +50,7 @@ def test_probabilities_match_transformers(hf_dir):
 
 def test_buckets_and_errors(hf_dir):
     assert [fill_mask.bucket(n, 64) for n in (3, 16, 17, 40, 100)] == [16, 16, 32, 64, 64]
-    model, tokenizer = fill_mask.load(hf_dir[0])
+    model, tokenizer = load_masked_lm(hf_dir[0])
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         fill_mask.fill_mask(model, tokenizer, ["to be"])
     with pytest.raises(ValueError, match="past the model's 64 positions"):
@@ -60,10 +62,10 @@ def test_buckets_and_errors(hf_dir):
 def test_command_line(hf_dir, tmp_path, capsys):
     """On a Hugging Face directory; a jaxlm run directory goes through the same
     `checkpoint.load_for_inference` as generation (tests/test_generate.py)."""
-    assert fill_mask.main(["--checkpoint", str(hf_dir[0]), "--top-k", "2",
+    assert fill_mask_cli.main(["--checkpoint", str(hf_dir[0]), "--top-k", "2",
                            "to [MASK] or", "[MASK] is the [MASK]"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "to [MASK] or" and out[1].startswith("  [MASK] 1: ")
     assert len(out) == 5
-    assert fill_mask.main(["--checkpoint", str(tmp_path / "none"), "x [MASK]"]) == 1
+    assert fill_mask_cli.main(["--checkpoint", str(tmp_path / "none"), "x [MASK]"]) == 1
     assert "no checkpoint found" in capsys.readouterr().err

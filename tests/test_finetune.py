@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm import classify, finetune, hf
-from jaxlm.bert import BertForPreTraining
+from jaxlm import classify as classify_cli
+from jaxlm import export, finetune
 from jaxlm.config import FinetuneConfig, ModelConfig, load
 from jaxlm.data import classification as cd
 from jaxlm.data import load_tokenizer
 from jaxlm.data.tokenizer import train_tokenizer
+from jaxlm.hf import bert as hf
+from jaxlm.hf.common import expand_table
+from jaxlm.inference import classify
+from jaxlm.inference.load import load_classifier
+from jaxlm.models.bert import BertForPreTraining
 
 # Words that separate this subset of the polarity data: every positive sentence kept has
 # one of POS and none of NEG, and the other way round.
@@ -101,10 +106,10 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
     assert {d["step"]: d["eval_cls_accuracy"] for d in evals}[results["best_step"]] == best
     assert results["validation"]["accuracy"] == best  # measured on the best checkpoint
 
-    module, labels, _, max_len = finetune.load_classifier(run_dir)
+    module, labels, _, max_len = load_classifier(run_dir)
     base = hf.read_weights(separable / "tiny_bert")
     params = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
-    for hf_name, path, layout in hf.expand_table(hf.CLASSIFIER_TABLE[:-2], L):
+    for hf_name, path, layout in expand_table(hf.CLASSIFIER_TABLE[:-2], L):
         ours = np.asarray(params[path].get_value())
         np.testing.assert_array_equal(ours, hf.to_jaxlm(base[hf_name], layout, ours.shape),
                                       err_msg=path)  # bit for bit: frozen
@@ -125,7 +130,7 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
     assert np.isclose(sum(p for _, p in ours[0]), 1.0, atol=1e-5)
     lines_file = tmp_path / "texts.txt"
     lines_file.write_text(texts[0] + "\n\n" + texts[1] + "\n")
-    assert classify.main(["--checkpoint", str(run_dir), "--file", str(lines_file)]) == 0
+    assert classify_cli.main(["--checkpoint", str(run_dir), "--file", str(lines_file)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in printed] == [r[0][0] for r in ours]
     assert printed[1].endswith(texts[1])
@@ -133,7 +138,7 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
     # Exported with the adapters merged, transformers computes the same probabilities.
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    assert hf.main(["export", "--checkpoint", str(run_dir), "--out", str(tmp_path / "hf")]) == 0
+    assert export.main(["--checkpoint", str(run_dir), "--out", str(tmp_path / "hf")]) == 0
     theirs_model = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "hf")
     theirs_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert theirs_model.config.id2label == {0: "negative", 1: "positive"}

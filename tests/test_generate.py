@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm import generate as gen
+from jaxlm import generate as generate_cli
 from jaxlm import pretrain
 from jaxlm.config import load
-from jaxlm.gpt import GPTLanguageModel
+from jaxlm.inference import generate as gen
+from jaxlm.models.gpt import GPTLanguageModel
 
 
 @pytest.fixture
@@ -98,12 +99,12 @@ def test_command_line_continues_a_trained_checkpoint(run_overrides, tmp_path, ca
         *run_overrides, f"run_dir={run_dir}", "model.kind=gpt", "model.activation=gelu_tanh"]))
     argv = ["--checkpoint", str(run_dir), "--prompt", "ka lo mi", "--prompt", "su",
             "--max-new-tokens", "5", "--temperature", "0.7", "--top-k", "10", "--top-p", "0.9"]
-    assert gen.main(argv) == 0
+    assert generate_cli.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("ka lo mi >>> ")
-    assert gen.main([*argv[:6], "--max-new-tokens", "40"]) == 1
+    assert generate_cli.main([*argv[:6], "--max-new-tokens", "40"]) == 1
     assert "context of 32" in capsys.readouterr().err
-    assert gen.main([*argv[:6], "--top-p", "0"]) == 1
-    assert gen.main(["--checkpoint", str(tmp_path / "nothing"), "--prompt", "x"]) == 1
+    assert generate_cli.main([*argv[:6], "--top-p", "0"]) == 1
+    assert generate_cli.main(["--checkpoint", str(tmp_path / "nothing"), "--prompt", "x"]) == 1
     assert "no checkpoint found" in capsys.readouterr().err
     jax.clear_caches()

@@ -9,7 +9,9 @@ import pytest
 from flax import nnx
 
 from jaxlm.config import ModelConfig
-from jaxlm.gpt import GPTLanguageModel, cache_mask, padded_positions
+from jaxlm.models.gpt import GPTLanguageModel
+from jaxlm.nn.attention import cache_mask
+from jaxlm.nn.positions import padded_positions
 
 
 @pytest.fixture

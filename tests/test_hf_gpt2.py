@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxlm import hf_gpt2
+from jaxlm.hf import gpt2 as hf_gpt2
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

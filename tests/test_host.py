@@ -3,13 +3,13 @@ import sys
 
 import pytest
 
-from jaxlm import host
+from jaxlm.training import host
 
 # A fresh process mallocs, writes and frees 200 MB twice, as XLA does a step's buffers;
 # the second time page-faults the memory in again unless the first block was kept.
 SCRIPT = """
 import ctypes, resource, sys
-from jaxlm import host
+from jaxlm.training import host
 applied = host.keep_freed_memory() if sys.argv[1] == "keep" else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]

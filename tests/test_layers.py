@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxlm.layers import (
+from jaxlm.nn.layers import (
     Dropout,
     Embedding,
     LayerNorm,

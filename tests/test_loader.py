@@ -28,7 +28,7 @@ def synthetic(tmp_path: Path, n: int) -> Prepared:
     arrays["input_ids"][:, :5] = np.stack([0 * ids + 2, ids, 0 * ids + 3, ids, 0 * ids + 3], 1)
     for key, value in arrays.items():
         np.save(directory / "train" / f"{key}.npy", value)
-    return Prepared(directory=directory, objective="bert",
+    return Prepared(directory=directory, recipe="bert",
                     tokenizer_path=directory / "tokenizer.json", vocab_size=10 + n,
                     num_train=n, num_eval=0, max_seq_length=T,
                     max_predictions=P, special_ids=TRAINED_IDS, dynamic_masking=False,

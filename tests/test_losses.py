@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import losses
+from jaxlm.objectives import losses
 
 
 def _np_log_softmax(z):

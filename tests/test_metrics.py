@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm import metrics, plot, tasks
-from jaxlm.bert import BertForPreTraining
+from jaxlm.models.bert import BertForPreTraining
+from jaxlm.objectives import flops, tasks
+from jaxlm.objectives.registry import PRETRAINING
+from jaxlm.training import metrics, plot
 
 
 def test_train_flops_match_xla_cost_analysis(tiny_config):
@@ -29,7 +31,7 @@ def test_train_flops_match_xla_cost_analysis(tiny_config):
 
     cost = jax.jit(forward).lower(state).compile().cost_analysis()
     xla_forward = cost["flops"] if isinstance(cost, dict) else cost[0]["flops"]
-    ours_forward = tasks.bert_train_flops(cfg, B, T, P) / 3
+    ours_forward = flops.bert_train_flops(cfg, B, T, P) / 3
     assert 1.0 <= xla_forward / ours_forward < 1.1
 
 
@@ -38,7 +40,7 @@ def test_logger_writes_jsonl_tensorboard_and_plot(tmp_path):
                     "nsp_accuracy": 0.5, "learning_rate": 1e-3, "grad_norm": 1.0,
                     "skipped_steps": 0, "bad_streak": 0}
     logger = metrics.MetricsLogger(tmp_path, 0, 4, tokens_per_step=64, flops_per_step=1e6,
-                                   peak=1e9, keys=tasks.train_metric_keys(tasks.TASKS["bert"]),
+                                   peak=1e9, keys=tasks.train_metric_keys(PRETRAINING["bert"]),
                                    progress_bar=False)
     logger.restart_clock(0)
     for step in (1, 2):

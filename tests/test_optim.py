@@ -5,8 +5,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxlm import optim
 from jaxlm.config import TrainConfig
+from jaxlm.training import optim
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])

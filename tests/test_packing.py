@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from jaxlm.data import packing, pipeline, prepare
+from jaxlm.data import builders, packing, prepare
 from jaxlm.data.instances import Documents
 from tests.data_fixtures import TRAINED_IDS, tiny_data_config
 
@@ -38,7 +38,7 @@ def test_split_windows_are_exactly_the_split_documents(tmp_path):
     for name, array in zip(("tokens", "sentence_offsets", "doc_offsets"), _documents(),
                            strict=True):
         np.save(corpus / f"{name}.npy", array)
-    counts = pipeline._write_windows(tmp_path, {"train": [0, 2], "eval": [1]}, TRAINED_IDS, 3,
+    counts = builders.write_windows(tmp_path, {"train": [0, 2], "eval": [1]}, TRAINED_IDS, 3,
                                      np.uint16, lambda split, windows: windows)
     train = {k: np.load(tmp_path / "train" / f"{k}.npy") for k in packing.KEYS}
     np.testing.assert_array_equal(train["input_ids"], [[1, 2, 3], [3, 7, 8]])
@@ -48,9 +48,9 @@ def test_split_windows_are_exactly_the_split_documents(tmp_path):
 
 
 def test_prepare_builds_causal_lm_data_under_its_own_key(tmp_path):
-    prepared = prepare(tiny_data_config(tmp_path), seed=0, objective="causal_lm")
+    prepared = prepare(tiny_data_config(tmp_path), seed=0, recipe="causal_lm")
     bert = prepare(tiny_data_config(tmp_path), seed=0)
-    assert prepared.objective == "causal_lm" and bert.objective == "bert"
+    assert prepared.recipe == "causal_lm" and bert.recipe == "bert"
     assert bert.directory != prepared.directory
     manifest = json.loads((prepared.directory / "manifest.json").read_text())
     T = prepared.max_seq_length

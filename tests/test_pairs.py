@@ -47,8 +47,8 @@ def test_prepare_splits_pairs_by_hash(tmp_path):
     cfg = tiny_data_config(tmp_path, train_files=(str(_write(tmp_path / "p.tsv")),),
                            format="pairs", eval_fraction=0.2, max_seq_length=10,
                            max_target_length=10, vocab_size=60)
-    prepared = prepare(cfg, seed=0, objective="span_corruption")
-    assert prepared.objective == "pairs"
+    prepared = prepare(cfg, seed=0, recipe="span_corruption")
+    assert prepared.recipe == "pairs"
     assert prepared.num_train + prepared.num_eval == 300
     assert 30 <= prepared.num_eval <= 90
     assert prepared.row_shapes() == {"decoder_input_ids": (10,), "source_ids": (10,),
@@ -79,6 +79,6 @@ def test_train_decode_and_score_an_encoder_decoder_on_pairs(tmp_path, capsys):
                           "--beam-size", "2", "--max-new-tokens", "6"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("ka lo mi >>> ")
-    report = evaluate.evaluate(run, beam_size=2, limit=8)
+    report = evaluate.score_held_out(run, beam_size=2, limit=8)
     assert report["pairs"] == 8 and 0.0 <= report["bleu"] <= 1.0
     assert 0.0 <= report["exact_match"] <= 1.0

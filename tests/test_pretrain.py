@@ -13,6 +13,7 @@ import pytest
 
 from jaxlm import pretrain
 from jaxlm.config import ConfigError, load
+from jaxlm.training.loop import NonFiniteError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -141,7 +142,7 @@ def test_nonfinite_steps_stop_the_run_and_keep_the_checkpoint(run_overrides, tmp
     step is skipped, and after 3 in a row the run stops without writing a checkpoint."""
     _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    with pytest.raises(pretrain.NonFiniteError, match="3 consecutive steps"):
+    with pytest.raises(NonFiniteError, match="3 consecutive steps"):
         _run(run_overrides, tmp_path, "train.steps=20", "train.learning_rate=1e30",
              "train.warmup_steps=0", "train.max_nonfinite_steps=3")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before

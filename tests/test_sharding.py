@@ -8,9 +8,11 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxlm import bench, layers, sharding
-from jaxlm.bert import BertForPreTraining
+from benchmarks import memory
 from jaxlm.config import ConfigError, MeshConfig
+from jaxlm.models.bert import BertForPreTraining
+from jaxlm.nn import layers
+from jaxlm.training import sharding
 
 
 def test_mesh_fills_the_minus_one_axis():
@@ -93,6 +95,6 @@ def test_fsdp_step_keeps_activations_batch_split(tiny_config):
     layout rule). With activations dominating, fsdp=8 must not need more temporaries than
     data=8."""
     cfg = dataclasses.replace(tiny_config, max_position_embeddings=256)
-    report = bench.memory(cfg, batch_size=8, seq_len=256, meshes=["data=8", "fsdp=8"])
+    report = memory.memory(cfg, batch_size=8, seq_len=256, meshes=["data=8", "fsdp=8"])
     data, fsdp = report["meshes"]["data=8"], report["meshes"]["fsdp=8"]
     assert fsdp["temporaries"] <= data["temporaries"]

@@ -45,7 +45,7 @@ def test_random_partition_is_positive_and_sums_up():
 
 
 def test_prepare_builds_fixed_shape_pairs_with_sentinels_after_the_vocabulary(tmp_path):
-    prepared = prepare(tiny_data_config(tmp_path), seed=0, objective="span_corruption")
+    prepared = prepare(tiny_data_config(tmp_path), seed=0, recipe="span_corruption")
     manifest = json.loads((prepared.directory / "manifest.json").read_text())
     tokenizer_vocab = prepared.vocab_size - span_corruption.NUM_SENTINELS
     assert manifest["vocab_size"] == prepared.vocab_size

@@ -4,13 +4,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxlm import tasks
+from jaxlm.objectives import tasks
+from jaxlm.objectives.registry import classify_task
 
 
 def test_classifier_sums_match_numpy(tiny_config):
     """Cross entropy, hits and confusion of BertForSequenceClassification, padding rows
     (weight 0) left out; the head is pooled [CLS] @ W + b."""
-    task = tasks.classify_task(num_labels=3, classifier_dropout=0.1)
+    task = classify_task(num_labels=3, classifier_dropout=0.1)
     model = task.build(tiny_config, nnx.Rngs(0))
     model.eval()
     rng = np.random.default_rng(0)

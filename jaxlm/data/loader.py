@@ -35,7 +35,7 @@ import numpy as np
 from jaxlm.data import packing, span_corruption
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import KEYS, MaskingSpec, mask_tokens
-from jaxlm.data.pipeline import SPLITS, Prepared
+from jaxlm.data.preparation import SPLITS, Prepared
 
 
 class ArraySource:

@@ -6,13 +6,12 @@ encoder-decoder on your own pairs (a translator, a summarizer, ...).
 `data.format=pairs` reads `data.train_files` this way. Held-out pairs are chosen by a hash
 of the line (`data.eval_fraction`). The source is cut to `data.max_seq_length` tokens and
 padded; the target, followed by [SEP], to `data.max_target_length`. The decoder reads
-[CLS] + target[:-1]. `python -m jaxlm.data.make_pairs reverse OUT.tsv` writes the synthetic
+[CLS] + target[:-1]. `python -m jaxlm.make_pairs reverse OUT.tsv` writes the synthetic
 word-reversal task the README reports on.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,26 +84,3 @@ def reversal_pairs(words: Sequence[str], n: int, seed: int,
         chosen = rng.choice(words, rng.integers(lengths[0], lengths[1] + 1)).tolist()
         pairs.append((" ".join(chosen), " ".join(reversed(chosen))))
     return pairs
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m jaxlm.data.make_pairs", description=(
-        "Write the synthetic word-reversal task as tab-separated pairs."))
-    parser.add_argument("task", choices=["reverse"])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--pairs", type=int, default=20000)
-    parser.add_argument("--vocabulary", type=int, default=200,
-                        help="distinct words, the most frequent of Shakespeare")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    from collections import Counter
-
-    from jaxlm.data.corpus import fetch_shakespeare
-
-    text = fetch_shakespeare("~/.cache/jaxlm").read_text(encoding="utf-8").lower()
-    words = [w for w, _ in Counter(w for w in text.split() if w.isalpha()).most_common(
-        args.vocabulary)]
-    pairs = reversal_pairs(words, args.pairs, args.seed)
-    args.out.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
-    print(f"wrote {len(pairs)} pairs over {len(words)} words to {args.out}")
-

@@ -1,0 +1,178 @@
+"""Preparation: corpus -> tokenizer -> tokenized documents -> instances on disk, cached.
+
+    prepared = prepare(cfg.data, seed=cfg.train.seed, recipe="bert")   # builds once, then reuses
+    loader = make_loader(prepared, "train", batch_size=32, seed=0, shuffle=True, num_epochs=None)
+
+Everything a run needs lands in one directory, `<output_dir>/<corpus>-<key>/`, where `key`
+hashes every setting that changes the bytes (the data config except paths and worker count,
+the seed, the input files' sizes and mtimes, the tokenizer file's content):
+
+    manifest.json                 settings, counts, vocab size, timing; written last
+    tokenizer.json                the trained or given tokenizer
+    is_continuation.npy           Bool[V], "##" pieces (whole-word masking)
+    corpus/tokens.npy ...         the tokenized documents, flat (see `instances.Documents`)
+    train/<key>.npy, eval/<key>.npy   one array per batch key, leading dim N, memory-mapped
+
+The recipe picks the instances (`builders`): "bert" builds sentence pairs with masks
+(`instances`), "causal_lm" packs the documents into next-token windows (`packing`),
+"span_corruption" turns such windows into T5 encoder-decoder pairs (`span_corruption`).
+Which recipe a model kind trains on is `jaxlm.objectives.registry`'s to say.
+
+Another config gets another directory, so prepared data is never mixed or overwritten; a
+build goes to a temporary directory that is renamed into place only when complete.
+Instances are built by `num_workers` processes over shards of documents; each (pass,
+document) draws from its own generator, so the bytes do not depend on the worker count.
+Eval instances use one pass and a fixed seed, so that eval loss is comparable across runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from jaxlm.config import ConfigError, DataConfig
+from jaxlm.data import builders
+from jaxlm.data import corpus as corpus_lib
+from jaxlm.data.corpus import DataError
+from jaxlm.data.instances import MaskingSpec
+from jaxlm.data.tokenizer import SpecialIds
+
+log = logging.getLogger(__name__)
+
+# What instances a text corpus becomes; `data.format=pairs` files are the "pairs" recipe.
+RECIPES = ("bert", "causal_lm", "span_corruption")
+VERSION = 2  # bump when the tokenizer training, instance algorithm or on-disk layout change
+SPLITS = ("train", "eval")
+# Settings that change where files go or how fast they are made, not what is in them.
+_NOT_HASHED = ("cache_dir", "output_dir", "num_workers")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A prepared data directory, as its manifest describes it."""
+
+    directory: Path  # holds manifest.json, tokenizer.json and the train/ eval/ arrays
+    recipe: str  # "bert", "causal_lm", "span_corruption" or "pairs" (see `prepare`)
+    tokenizer_path: Path  # the tokenizer that produced the ids
+    vocab_size: int  # V; the model's embedding table must have exactly this many rows
+    num_train: int  # training instances (all dupe passes)
+    num_eval: int  # held-out instances
+    max_seq_length: int  # T
+    max_predictions: int  # P
+    special_ids: SpecialIds  # [PAD] [UNK] [CLS] [SEP] [MASK]
+    dynamic_masking: bool  # train masks are drawn by the loader each epoch
+    whole_word_masking: bool  # masks cover whole words
+    masked_lm_prob: float  # share of tokens masked
+    num_train_documents: int  # documents behind the train split
+    num_eval_documents: int  # documents held out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Prepared:
+        """Reads `<directory>/manifest.json`."""
+        directory = Path(directory)
+        try:
+            m = json.loads((directory / "manifest.json").read_text())
+        except FileNotFoundError:
+            raise DataError(f"{directory} is not prepared data: no manifest.json") from None
+        cfg = m["config"]
+        return cls(
+            directory=directory,
+            recipe=m["recipe"],
+            tokenizer_path=directory / m["tokenizer"],
+            vocab_size=m["vocab_size"],
+            num_train=m["splits"]["train"]["num_instances"],
+            num_eval=m["splits"]["eval"]["num_instances"],
+            max_seq_length=cfg["max_seq_length"],
+            max_predictions=cfg["max_predictions_per_seq"],
+            special_ids=SpecialIds(**m["special_ids"]),
+            dynamic_masking=cfg["dynamic_masking"],
+            whole_word_masking=cfg["whole_word_masking"],
+            masked_lm_prob=cfg["masked_lm_prob"],
+            num_train_documents=m["splits"]["train"]["num_documents"],
+            num_eval_documents=m["splits"]["eval"]["num_documents"],
+        )
+
+    def row_shapes(self, split: str = "train") -> dict[str, tuple[int, ...]]:
+        """The shape of one instance of each stored array, e.g. {"input_ids": (T,), ...}."""
+        return {p.stem: np.load(p, mmap_mode="r").shape[1:]
+                for p in sorted((self.directory / split).glob("*.npy"))}
+
+    def masking_spec(self) -> MaskingSpec:
+        """The recipe the loader uses to draw dynamic masks."""
+        wwm = np.load(self.directory / "is_continuation.npy") if self.whole_word_masking else None
+        return MaskingSpec(self.masked_lm_prob, self.max_predictions, self.vocab_size,
+                           self.special_ids, wwm)
+
+
+def _settings(cfg: DataConfig, seed: int, recipe: str) -> tuple[str, list[Path], dict]:
+    """The corpus name, its files and every setting that determines the prepared bytes."""
+    if cfg.train_files:
+        name, files = "corpus", corpus_lib.expand_files(cfg.train_files)
+    else:
+        name, files = "shakespeare", [corpus_lib.fetch_shakespeare(cfg.cache_dir)]
+    stats = [f.stat() for f in files]
+    settings = {
+        "version": VERSION,
+        "seed": seed,
+        "recipe": recipe,
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_HASHED},
+        "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats,
+                                                                              strict=True)],
+    }
+    if cfg.tokenizer:
+        path = Path(cfg.tokenizer).expanduser()
+        if not path.is_file():
+            raise DataError(f"data.tokenizer: file not found: {cfg.tokenizer}")
+        settings["tokenizer_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return name, files, settings
+
+
+def prepare(cfg: DataConfig, *, seed: int, recipe: str = "bert") -> Prepared:
+    """Builds (or finds) the tokenizer and the train/eval instances for `cfg` and `seed`:
+    BERT pairs, windows for a causal LM ("causal_lm"), T5 span corruption
+    ("span_corruption"), or, with `data.format=pairs`, the file's own source/target pairs.
+
+    Raises:
+      DataError: missing files, an empty corpus, bad bytes, a tokenizer without the special
+        tokens, or a download that failed; each message says what to change.
+    """
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"train.seed: must be in [0, 2**32), got {seed}")
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if cfg.format == "pairs":  # the file already says what to predict
+        recipe = "pairs"
+    name, files, settings = _settings(cfg, seed, recipe)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cfg.output_dir or Path(cfg.cache_dir) / "prepared").expanduser()
+    directory = root / f"{name}-{key}"
+    if (directory / "manifest.json").is_file():
+        log.info("using prepared data in %s", directory)
+        return Prepared.load(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if recipe == "pairs":
+            manifest = builders.build_source_target(cfg, files, settings, tmp)
+        else:
+            manifest = builders.build_corpus(cfg, seed, files, settings, tmp)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            tmp.rename(directory)
+        except OSError:  # another process finished the same build first
+            if not (directory / "manifest.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Prepared.load(directory)
+
+

@@ -1,0 +1,137 @@
+"""What a model learns: its module, its batch, its losses and its FLOPs (`Task`), and the
+loss sums of each kind (`registry` puts them together per model kind).
+
+The training step, the checkpoints and the metrics are shared by every kind; a `Task` holds
+what differs. Each task has named objectives ("mlm" and "nsp" for BERT, "lm" for GPT); the loss
+is the sum over objectives of the mean loss per prediction, and every objective reports
+`<name>_loss` and `<name>_accuracy`. The first objective's loss gives the perplexity.
+
+Sums, not means, come out of `sums`: micro-batches then add up exactly to the big batch,
+and `counts` (computed on the whole batch) turns them into means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxlm.config import ModelConfig
+from jaxlm.models.bert import BertForPreTraining, BertForSequenceClassification
+from jaxlm.models.encoder_decoder import EncoderDecoderTransformer
+from jaxlm.models.gpt import GPTLanguageModel
+from jaxlm.objectives import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    objectives: tuple[str, ...]  # loss terms, e.g. ("mlm", "nsp")
+    recipe: str  # the data it reads: a `data.preparation.RECIPES` name or "classification"
+    build: typing.Callable[[ModelConfig, nnx.Rngs], nnx.Module]
+    counts: typing.Callable[[dict], dict]  # batch -> {objective: float32 predictions}
+    sums: typing.Callable[[nnx.Module, dict], dict]  # -> {<obj>_loss, <obj>_correct}
+    flops: typing.Callable[[ModelConfig, dict], float]  # cfg, {key: batch shape} -> FLOPs
+    tokens: typing.Callable[[dict], int]  # {key: batch shape} -> tokens read per step
+
+
+def _hits(logits_BXV: jax.Array, labels_BX: jax.Array, weights_BX: jax.Array) -> jax.Array:
+    return jnp.sum(losses.top1_correct(logits_BXV, labels_BX) * weights_BX)
+
+
+def bert_sums(module: BertForPreTraining, batch: dict) -> dict:
+    """Masked-LM and next-sentence cross entropy and hits, summed (BERT 3.1)."""
+    mlm_logits_BPV, nsp_logits_B2 = module(batch["input_ids"], batch["token_type_ids"],
+                                           batch["attention_mask"], batch["masked_positions"])
+    w_BP = batch["masked_weights"].astype(jnp.float32)
+    labels_BP, nsp_B1 = batch["masked_ids"], batch["next_sentence_label"][:, None]
+    nsp_logits_B12 = nsp_logits_B2[:, None]
+    return {
+        "mlm_loss": jnp.sum(losses.cross_entropy(mlm_logits_BPV, labels_BP) * w_BP),
+        "mlm_correct": _hits(mlm_logits_BPV, labels_BP, w_BP),
+        "nsp_loss": jnp.sum(losses.cross_entropy(nsp_logits_B12, nsp_B1)),
+        "nsp_correct": _hits(nsp_logits_B12, nsp_B1, 1.0).astype(jnp.float32),
+    }
+
+
+def bert_counts(batch: dict) -> dict:
+    return {"mlm": jnp.sum(batch["masked_weights"].astype(jnp.float32)),
+            "nsp": jnp.asarray(batch["next_sentence_label"].shape[0], jnp.float32)}
+
+
+def lm_sums(module: GPTLanguageModel, batch: dict) -> dict:
+    """Next-token cross entropy and hits over every position, summed (GPT-2 2)."""
+    logits_BTV = module(batch["input_ids"])
+    targets_BT = batch["target_ids"]
+    return {"lm_loss": jnp.sum(losses.cross_entropy(logits_BTV, targets_BT)),
+            "lm_correct": _hits(logits_BTV, targets_BT, 1.0).astype(jnp.float32)}
+
+
+def lm_counts(batch: dict) -> dict:
+    return {"lm": jnp.asarray(batch["target_ids"].size, jnp.float32)}
+
+
+def target_counts(batch: dict) -> dict:
+    return {"lm": jnp.sum(batch["target_weights"].astype(jnp.float32))}
+
+
+def encoder_decoder_sums(module: EncoderDecoderTransformer, batch: dict) -> dict:
+    """Cross entropy and hits of each real target token given the source and the target
+    before it (teacher forcing), summed."""
+    logits_BTV = module(batch["source_ids"], batch["source_mask"], batch["decoder_input_ids"])
+    targets_BT = batch["target_ids"]
+    w_BT = batch["target_weights"].astype(jnp.float32)
+    return {"lm_loss": jnp.sum(losses.cross_entropy(logits_BTV, targets_BT) * w_BT),
+            "lm_correct": _hits(logits_BTV, targets_BT, w_BT)}
+
+
+def classify_sums(module: BertForSequenceClassification, batch: dict) -> dict:
+    """Cross entropy, hits and the confusion matrix of the classifier, summed over real
+    examples (`example_weights` 0 marks the padding rows of a last, partial batch)."""
+    logits_BK = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    labels_B, w_B = batch["label"], batch["example_weights"].astype(jnp.float32)
+    K = logits_BK.shape[-1]
+    truth_BK = jax.nn.one_hot(labels_B, K) * w_B[:, None]
+    predicted_BK = jax.nn.one_hot(jnp.argmax(logits_BK, -1), K)
+    return {"cls_loss": jnp.sum(losses.cross_entropy(logits_BK[:, None], labels_B[:, None])[:, 0]
+                                * w_B),
+            "cls_correct": _hits(logits_BK, labels_B, w_B),
+            "cls_confusion": jnp.einsum("BK,BJ->KJ", truth_BK, predicted_BK)}
+
+
+def confusion_metrics(confusion_KK) -> dict:
+    """Accuracy and macro-F1 from a confusion matrix (rows: true class, columns: predicted).
+
+    Macro-F1 is the unweighted mean over classes of 2 P R / (P + R); a class never predicted
+    and never present scores 0.
+    """
+    confusion_KK = np.asarray(confusion_KK, np.float64)
+    hits_K = np.diag(confusion_KK)
+    predicted_K, true_K = confusion_KK.sum(0), confusion_KK.sum(1)
+    f1_K = np.where(predicted_K + true_K > 0, 2 * hits_K / np.maximum(predicted_K + true_K, 1), 0)
+    return {"accuracy": float(hits_K.sum() / max(confusion_KK.sum(), 1)),
+            "macro_f1": float(f1_K.mean())}
+
+
+def train_metric_keys(task: Task) -> tuple[str, ...]:
+    """The per-step metrics the train step returns and `metrics.jsonl` averages."""
+    per_objective = tuple(f"{o}_{m}" for m in ("loss", "accuracy") for o in task.objectives)
+    return ("loss", *per_objective, "learning_rate", "grad_norm")
+
+
+def eval_metrics(task: Task, sums: dict) -> dict:
+    """Held-out loss, per-objective loss and accuracy, and the first objective's perplexity,
+    from sums (`<obj>_loss`, `<obj>_correct`, `<obj>_count`) added over the eval batches."""
+    out = {"eval_loss": 0.0}
+    for o in task.objectives:
+        count = max(float(sums[f"{o}_count"]), 1.0)
+        out[f"eval_{o}_loss"] = float(sums[f"{o}_loss"]) / count
+        out["eval_loss"] += out[f"eval_{o}_loss"]
+    for o in task.objectives:
+        out[f"eval_{o}_accuracy"] = float(sums[f"{o}_correct"]) / max(
+            float(sums[f"{o}_count"]), 1.0)
+    out["eval_perplexity"] = float(jnp.exp(out[f"eval_{task.objectives[0]}_loss"]))
+    return out

@@ -1,0 +1,191 @@
+"""Checkpoints under `run_dir/checkpoints`, written and read with an Orbax CheckpointManager.
+
+Each step directory holds three items:
+
+    state   the TrainState: params, AdamW state, step, RNG key, skip counters (sharded
+            arrays; each host writes its own shards, restore reshards onto any mesh)
+    data    each host's data-iterator position (Grain), so the next batch is the right one
+    config  the run's whole config as JSON, to refuse resuming a different model
+
+Saves are asynchronous (a background thread writes while training goes on) and atomic
+(written to a temporary directory, renamed when complete), so a killed run leaves either a
+whole checkpoint or a temporary directory that is ignored. Kept: the last
+`train.keep_checkpoints` plus the best by held-out accuracy of the first objective (MLM
+for BERT, next token for GPT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers as policies
+
+from jaxlm.config import ConfigError, ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Model fields that may change between a run and its resumption: numerics and memory, not
+# the parameters' shapes or meaning.
+RESUMABLE_MODEL_CHANGES = ("dtype", "remat")
+
+
+class Checkpointer:
+    """Saves and restores (state, data iterator, config) for one run directory."""
+
+    def __init__(self, run_dir: str | Path, cfg: TrainConfig,
+                 best_metric: str = "eval_mlm_accuracy", finetuning: bool = False):
+        self.best_metric = best_metric
+        self.finetuning = finetuning  # fine-tuning runs save their labels with the config
+        self.directory = Path(run_dir).absolute() / "checkpoints"
+        self.quarantine = Path(run_dir).absolute() / "corrupt_checkpoints"
+        preserve = policies.AnyPreservationPolicy([
+            policies.LatestN(n=cfg.keep_checkpoints),
+            policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=False, n=1,
+                           keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=preserve,
+            best_fn=lambda m: m[best_metric], best_mode="max",  # for best_step()
+            enable_async_checkpointing=cfg.async_checkpoint,
+            cleanup_tmp_directories=True,  # a save cut short leaves only a temporary dir
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=("state", "data", "config"))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The kept step with the highest `best_metric`; the newest if none has metrics."""
+        return self.manager.best_step() or self.manager.latest_step()
+
+    def save(self, step: int, state, data_iterator, config: dict,
+             metrics: dict | None = None) -> None:
+        """Starts writing a checkpoint for `step` (returns before the write finishes)."""
+        if step in self.manager.all_steps():
+            return
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+            config=ocp.args.JsonSave(config),
+        )
+        key = self.best_metric
+        best = {key: metrics[key]} if metrics and key in metrics else None
+        self.manager.save(step, args=args, metrics=best, force=True)
+
+    def restore(self, abstract_state, data_iterator, model_cfg: ModelConfig):
+        """Restores the newest readable checkpoint onto the shardings of `abstract_state`.
+
+        A checkpoint that fails to read is moved to `run_dir/corrupt_checkpoints` with a
+        warning, and the next older one is tried; nothing is deleted.
+
+        Args:
+          abstract_state: the TrainState as ShapeDtypeStructs carrying the target
+            shardings (possibly a different mesh than the one that saved it).
+          data_iterator: the fresh data iterator, set in place to the saved position.
+          model_cfg: the model this run builds; a different saved model is an error.
+
+        Returns:
+          The restored state, or None when there is no checkpoint.
+
+        Raises:
+          ConfigError: the checkpoint holds a different model.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                saved = self.manager.restore(step, args=ocp.args.Composite(
+                    config=ocp.args.JsonRestore()))["config"]
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                self._set_aside(step, e)
+                continue
+            if ("labels" in saved) != self.finetuning:
+                held, wanted = (("a fine-tuning", "pretraining") if "labels" in saved
+                                else ("a pretraining", "fine-tuning"))
+                raise ConfigError(f"{self.directory / str(step)} holds {held} run; use another "
+                                  f"run_dir for {wanted}. Nothing was changed.")
+            check_same_model(saved.get("model", {}), model_cfg, self.directory / str(step))
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=grain.checkpoint.CheckpointRestore(data_iterator),
+                ))
+            except Exception as e:  # noqa: BLE001
+                self._set_aside(step, e)
+                continue
+            log.info("resumed from %s", self.directory / str(step))
+            return restored["state"]
+        return None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        """Moves an unreadable checkpoint out of the way, keeping its files."""
+        target = self.quarantine / f"{step}-{int(time.time())}"
+        log.warning("checkpoint %s is unreadable (%s: %s); moving it to %s and trying the "
+                    "previous one", self.directory / str(step), type(error).__name__,
+                    str(error).splitlines()[0][:300] if str(error) else "", target)
+        if jax.process_index() == 0:
+            self.quarantine.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.directory / str(step)), str(target))
+        multihost_utils.sync_global_devices(f"jaxlm_set_aside_{step}")
+        self.manager.reload()
+
+    def wait(self) -> None:
+        """Blocks until every started save is on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
+    """Raises ConfigError naming each model field that differs from the saved run's."""
+    current = dataclasses.asdict(model_cfg)
+    diffs = [f"model.{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
+             if k not in RESUMABLE_MODEL_CHANGES and k in saved and saved[k] != v]
+    if diffs:
+        raise ConfigError(
+            f"{where} holds a different model ({'; '.join(diffs)}). Use another run_dir "
+            f"or the saved model settings; nothing was deleted."
+        )
+
+
+def open_latest(path: str | Path):
+    """A read-only manager over `path` (a run directory or its checkpoints/), the newest
+    step and that step's saved config (a dict).
+
+    Raises:
+      FileNotFoundError: no checkpoint under `path`.
+    """
+    directory = Path(path).absolute()
+    if (directory / "checkpoints").is_dir():
+        directory = directory / "checkpoints"
+    missing = FileNotFoundError(f"{path}: no checkpoint found (expected a run directory "
+                                f"written by train.py or jaxlm.finetune, or its checkpoints/ "
+                                f"directory)")
+    if not directory.is_dir():
+        raise missing
+    manager = ocp.CheckpointManager(
+        directory, item_names=("state", "data", "config"),
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    step = manager.latest_step()
+    if step is None:
+        raise missing
+    saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    log.info("loading step %d from %s", step, directory)
+    return manager, step, saved["config"]
+
+
+def restore_params(manager, step: int, abstract_state):
+    """The trained parameters of checkpoint `step`, placed like `abstract_state.params`."""
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))
+    return restored["state"].params

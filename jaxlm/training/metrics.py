@@ -1,0 +1,189 @@
+"""Training telemetry: a progress bar, `metrics.jsonl`, TensorBoard, tokens/s and MFU.
+
+`run_dir/metrics.jsonl` holds one JSON object per line. Train lines (every `log_every`
+steps) have exactly, for BERT (objectives mlm and nsp; GPT has the one objective lm)
+
+    step loss mlm_loss nsp_loss mlm_accuracy nsp_accuracy learning_rate grad_norm
+    tokens_per_s mfu skipped_steps
+
+where the losses and accuracies are averaged over the steps since the previous line, and
+eval lines have `step`, `eval_loss`, `eval_mlm_loss`, `eval_nsp_loss`,
+`eval_mlm_accuracy`, `eval_nsp_accuracy` and `eval_perplexity` (exp of the MLM loss;
+for GPT `eval_lm_loss`, `eval_lm_accuracy` and the perplexity of the next token).
+
+MFU (model FLOPs utilization, PaLM appendix B) = the model's FLOPs per second / the
+hardware's peak. Model FLOPs count the matmuls only, forward plus backward = 3 x forward,
+as `tasks.bert_train_flops` and `tasks.gpt_train_flops` derive. The peak comes from
+`PEAK_FLOPS` (datasheet dense bf16 per chip) for GPUs/TPUs; a CPU has no datasheet
+number that XLA can reach, so its peak is measured once at start-up: the best float32
+FLOP/s of a 1024x1024 matmul on this host (`measure_cpu_peak`). All local CPU "devices"
+share the host's cores, so the peak is per host, not per device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense bf16 peak FLOP/s per device from vendor datasheets, by `device.device_kind` prefix.
+PEAK_FLOPS = {
+    "NVIDIA H200": 989e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "TPU v6": 918e12,
+    "TPU v5p": 459e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v4": 275e12,
+}
+
+
+def measure_cpu_peak(size: int = 1024, repeats: int = 5) -> float:
+    """Best float32 matmul FLOP/s on this host's first device (the CPU peak for MFU)."""
+    x = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        matmul(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * size**3 / best
+
+
+def peak_flops() -> float:
+    """Peak FLOP/s of all devices of this job (see the module docstring)."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return measure_cpu_peak() * jax.process_count()
+    for prefix, flops in PEAK_FLOPS.items():
+        if device.device_kind.startswith(prefix):
+            return flops * jax.device_count()
+    return float("nan")
+
+
+class MetricsLogger:
+    """Writes metrics lines, TensorBoard scalars and the progress bar (process 0 only).
+
+    Args:
+      run_dir: the run's output directory.
+      start_step: the step training starts from; lines after it (from a run that was cut
+        off after its last checkpoint) are dropped, so the file reads like one run.
+      total_steps: the run's last step, for the progress bar's ETA.
+      tokens_per_step: sequence positions processed per step (batch x length).
+      flops_per_step, peak: for MFU.
+      keys: the step metrics averaged into each line (`tasks.train_metric_keys`).
+    """
+
+    def __init__(self, run_dir: str | Path, start_step: int, total_steps: int,
+                 tokens_per_step: int, flops_per_step: float, peak: float,
+                 keys: tuple[str, ...], tensorboard: bool = True, progress_bar: bool = True):
+        self.active = jax.process_index() == 0
+        self.keys = keys
+        self.tokens_per_step, self.flops_per_step, self.peak = (
+            tokens_per_step, flops_per_step, peak)
+        self.pending: list[tuple[int, dict]] = []
+        self.last_time, self.last_step = None, start_step
+        self.bar = self.writer = None
+        if not self.active:
+            return
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"),
+                                        purge_step=start_step + 1 if start_step else None)
+        if progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step",
+                            dynamic_ncols=True)
+
+    def restart_clock(self, step: int) -> None:
+        """Starts a throughput interval (after compilation, evaluation or a checkpoint)."""
+        self.last_time, self.last_step = time.perf_counter(), step
+
+    def record(self, step: int, metrics: dict) -> None:
+        """Keeps one step's device metrics without waiting for them."""
+        self.pending.append((step, metrics))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def flush(self, step: int) -> dict:
+        """Fetches the pending steps' metrics (one host sync) and writes their average."""
+        fetched = jax.device_get([m for _, m in self.pending])
+        self.pending = []
+        now = time.perf_counter()
+        line = {"step": step}
+        for key in self.keys:
+            line[key] = float(np.mean([m[key] for m in fetched]))
+        line["learning_rate"] = float(fetched[-1]["learning_rate"])
+        line["skipped_steps"] = int(fetched[-1]["skipped_steps"])
+        line["bad_streak"] = int(fetched[-1]["bad_streak"])
+        seconds = now - self.last_time if self.last_time is not None else float("nan")
+        steps = step - self.last_step
+        line["tokens_per_s"] = self.tokens_per_step * steps / seconds if steps > 0 else 0.0
+        line["mfu"] = self.flops_per_step * steps / seconds / self.peak if steps > 0 else 0.0
+        self.restart_clock(step)
+        streak = line.pop("bad_streak")
+        self._write(line, "train")
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{line['loss']:.3f}",
+                                 tok_s=f"{line['tokens_per_s']:.0f}", refresh=False)
+        line["bad_streak"] = streak
+        return line
+
+    def write_eval(self, step: int, metrics: dict) -> None:
+        self._write({"step": step, **metrics}, "eval")
+        if self.bar is not None:
+            self.bar.write(f"step {step}: " + " ".join(
+                f"{k}={v:.4f}" for k, v in metrics.items()))
+
+    def _write(self, line: dict, group: str) -> None:
+        if not self.active:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        if self.writer is not None:
+            for k, v in line.items():
+                if k != "step":
+                    self.writer.add_scalar(f"{group}/{k.removeprefix('eval_')}", v, line["step"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def eval_history(run_dir: Path, start: int) -> list[dict]:
+    """The eval lines of `run_dir/metrics.jsonl` up to step `start` (a resumed run's past)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    return [d for d in lines if "eval_loss" in d and d["step"] <= start]
+
+
+def setup_logging() -> None:
+    """INFO lines with a time stamp from the "jaxlm" loggers, on stderr."""
+    # jaxlm's own handler: absl (imported by orbax) has already claimed the root logger.
+    log = logging.getLogger("jaxlm")
+    if log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
