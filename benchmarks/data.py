@@ -14,12 +14,13 @@ import sys
 
 from jaxlm import data
 from jaxlm.config import Config, load
+from jaxlm.pretrain import prepare_data
 from jaxlm.training import host
 
 
 def data_throughput(cfg: Config, batch_size: int, batches: int) -> dict:
     """Batches per second the Grain loader reads from the prepared data in one process."""
-    prepared = data.prepare(cfg.data, seed=cfg.train.seed)
+    prepared = prepare_data(cfg)
     rate = data.loader_throughput(prepared, batch_size, batches)
     return {"batches_per_s": rate, "tokens_per_s": rate * batch_size * prepared.max_seq_length,
             "batch_size": batch_size, "seq_len": prepared.max_seq_length}

@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks.common import jaxlm_step, timer
 from jaxlm import data
 from jaxlm.config import load
-from jaxlm.pretrain import resolve_model
+from jaxlm.pretrain import prepare_data, resolve_model
 from jaxlm.pretrain import run as run_pretraining
 from jaxlm.training import host
 
@@ -37,7 +37,7 @@ def loop(config: str, overrides: list[str], steps: int, chunks: int = 5) -> dict
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = load(config, [*overrides, f"run_dir={run_dir}", f"train.steps={steps}",
                             "train.eval_every=0", f"train.checkpoint_every={steps}"])
-        prepared = data.prepare(cfg.data, seed=cfg.train.seed)  # the run finds it prepared
+        prepared = prepare_data(cfg)  # the run finds it prepared
         batch = next(iter(data.make_loader(prepared, "train", cfg.train.batch_size,
                                            seed=cfg.train.seed, shuffle=True, num_epochs=None)))
         bare = timer(jaxlm_step(resolve_model(cfg, prepared).model, batch)[0])

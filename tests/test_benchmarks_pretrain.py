@@ -11,6 +11,7 @@ from jaxlm.config import ModelConfig
 from jaxlm.objectives import flops
 
 
+@pytest.mark.slow  # a PyTorch peer process and two compilations, about 30 s
 def test_pretrain_benchmark_runs(tiny_config):
     pytest.importorskip("torch")
     pytest.importorskip("transformers")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "pretrain_and_finetune.ipynb"
 
 
@@ -18,6 +20,7 @@ def notebook_script(path: Path) -> str:
     return re.sub(r"^(\s*)[!%].*$", r"\1pass", code, flags=re.M)
 
 
+@pytest.mark.slow  # pretrains and fine-tunes twice in a subprocess, about a minute
 def test_notebook_code_cells_run(tmp_path):
     script = tmp_path / "notebook.py"
     script.write_text(notebook_script(NOTEBOOK))
