@@ -39,6 +39,7 @@ from jaxlm.training import host, metrics, optim, sharding
 from jaxlm.training.checkpoint import Checkpointer, restore_params
 from jaxlm.training.loop import EarlyStopping, NonFiniteError, train_loop
 from jaxlm.training.plot import plot_run
+from jaxlm.training.run_dir import RunDirInUse, exclusive
 from jaxlm.training.state import LORA_TRAINABLE, count_params, load_weights, setup_state
 from jaxlm.training.step import make_eval_step, make_train_step
 
@@ -80,6 +81,13 @@ def split_metrics(eval_step, params, fixed, arrays: dict, batch_size: int, task:
     return line
 
 
+def data_order(cfg: FinetuneConfig) -> dict:
+    """The settings that fix which batch comes next, by dotted name (see `pretrain`)."""
+    settings = {f"data.{k}": v for k, v in to_dict(cfg.data).items() if k != "cache_dir"}
+    return {**settings, "train.batch_size": cfg.train.batch_size, "train.seed": cfg.train.seed,
+            "finetune.epochs": cfg.finetune.epochs}
+
+
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tunes `cfg.init_from` on the labelled data; resumes if `run_dir` holds
     checkpoints.
@@ -87,6 +95,9 @@ def run(cfg: FinetuneConfig) -> dict:
     Returns:
       {"validation": ..., "test": ..., "best_step", "trainable_params", "total_params",
       "labels", "truncated", "epoch_s", "wall_s"}, also written to run_dir/results.json.
+
+    Raises:
+      RunDirInUse: another run holds `run_dir`.
     """
     started = time.perf_counter()
     sharding.initialize_distributed(cfg.mesh)
@@ -134,69 +145,73 @@ def run(cfg: FinetuneConfig) -> dict:
     fixed = dataclasses.replace(setup.fixed, frozen=frozen)
     run_dir = Path(cfg.run_dir)
     metric = f"eval_{'cls_accuracy' if cfg.finetune.metric == 'accuracy' else 'macro_f1'}"
-    checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
-    loader, mean_length = cls_data.train_loader(arrays["train"], B, cfg.finetune.epochs,
-                                                cfg.train.seed)
-    batches = iter(loader)
-    state = checkpoints.restore(setup.abstract, batches, model_cfg)
-    if state is None:
-        state = setup.init()
-        params, used_trained = load_weights(state.params, setup.shardings.params,
-                                            pretrained.weights)
-        state = dataclasses.replace(state, params=params)
-        used |= used_trained
-        missing = sorted(set(pretrained.weights) - used)
-        if missing:
-            raise ValueError(f"{cfg.init_from}: weights with no place in the classifier: "
-                             f"{', '.join(missing[:5])}")
-    start = int(jax.device_get(state.step))
-    if jax.process_index() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(str(run_dir / "tokenizer.json"))
-    saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
-                    "model": dataclasses.asdict(model_cfg), "labels": list(labels)}
-    # Batches are padded to their longest sentence: count the positions actually computed.
-    shapes = {"input_ids": (B, mean_length)}
-    logger = metrics.MetricsLogger(
-        run_dir, start, steps, tokens_per_step=task.tokens(shapes),
-        flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
-        keys=tasks.train_metric_keys(task), tensorboard=cfg.train.tensorboard,
-        progress_bar=cfg.train.progress_bar)
-    eval_step = make_eval_step(setup, mesh)
+    # Held from the first write into run_dir to the end (see pretrain.run).
+    with exclusive(run_dir):
+        checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
+        loader, mean_length = cls_data.train_loader(arrays["train"], B, cfg.finetune.epochs,
+                                                    cfg.train.seed)
+        batches = iter(loader)
+        # A LoRA run's checkpoints hold no encoder: it resumes only on the same frozen weights.
+        base = {"base.fingerprint": pretrained.fingerprint} if lora else {}
+        state = checkpoints.restore(setup.abstract, batches, model_cfg, data_order(cfg), base)
+        if state is None:
+            state = setup.init()
+            params, used_trained = load_weights(state.params, setup.shardings.params,
+                                                pretrained.weights)
+            state = dataclasses.replace(state, params=params)
+            used |= used_trained
+            missing = sorted(set(pretrained.weights) - used)
+            if missing:
+                raise ValueError(f"{cfg.init_from}: weights with no place in the classifier: "
+                                 f"{', '.join(missing[:5])}")
+        start = int(jax.device_get(state.step))
+        if jax.process_index() == 0:
+            tokenizer.save(str(run_dir / "tokenizer.json"))
+        saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
+                        "model": dataclasses.asdict(model_cfg), "labels": list(labels),
+                        "base": pretrained.record()}
+        # Batches are padded to their longest sentence: count the positions actually computed.
+        shapes = {"input_ids": (B, mean_length)}
+        logger = metrics.MetricsLogger(
+            run_dir, start, steps, tokens_per_step=task.tokens(shapes),
+            flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
+            keys=tasks.train_metric_keys(task), tensorboard=cfg.train.tensorboard,
+            progress_bar=cfg.train.progress_bar)
+        eval_step = make_eval_step(setup, mesh)
 
-    def validate(params):
-        line = split_metrics(eval_step, params, fixed, arrays["validation"], B, task, mesh)
-        line.pop("confusion")
-        return line
+        def validate(params):
+            line = split_metrics(eval_step, params, fixed, arrays["validation"], B, task, mesh)
+            line.pop("confusion")
+            return line
 
-    train_step = make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh,
-                                 train_cfg.grad_accum_steps)
-    loop_started = time.perf_counter()
-    train_loop(train_cfg, state, fixed, train_step, batches, mesh, checkpoints=checkpoints,
-               logger=logger, config=saved_config, evaluate=validate,
-               stop_early=EarlyStopping(metric, cfg.finetune.patience,
-                                        metrics.eval_history(run_dir, start)))
-    loop_s = time.perf_counter() - loop_started
+        train_step = make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh,
+                                     train_cfg.grad_accum_steps)
+        loop_started = time.perf_counter()
+        train_loop(train_cfg, state, fixed, train_step, batches, mesh, checkpoints=checkpoints,
+                   logger=logger, config=saved_config, evaluate=validate,
+                   stop_early=EarlyStopping(metric, cfg.finetune.patience,
+                                            metrics.eval_history(run_dir, start)))
+        loop_s = time.perf_counter() - loop_started
 
-    best = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
-    best_step = best.best_step()
-    params = restore_params(best.manager, best_step, setup.abstract)
-    best.close()
-    results = {"best_step": best_step, "labels": list(labels), "truncated": truncated,
-               "trainable_params": trainable, "total_params": total,
-               "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1)}
-    for name in ("validation", "test"):
-        if len(arrays[name]["label"]):
-            line = split_metrics(eval_step, params, fixed, arrays[name], B, task, mesh)
-            results[name] = {"loss": line["eval_cls_loss"],
-                             "accuracy": line["eval_cls_accuracy"],
-                             "macro_f1": line["eval_macro_f1"], "confusion": line["confusion"]}
-    if jax.process_index() == 0:
-        results["plot"] = str(plot_run(run_dir))
-    results["wall_s"] = time.perf_counter() - started
-    if jax.process_index() == 0:
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return results
+        best = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
+        best_step = best.best_step()
+        params = restore_params(best.manager, best_step, setup.abstract)
+        best.close()
+        results = {"best_step": best_step, "labels": list(labels), "truncated": truncated,
+                   "trainable_params": trainable, "total_params": total,
+                   "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1)}
+        for name in ("validation", "test"):
+            if len(arrays[name]["label"]):
+                line = split_metrics(eval_step, params, fixed, arrays[name], B, task, mesh)
+                results[name] = {"loss": line["eval_cls_loss"],
+                                 "accuracy": line["eval_cls_accuracy"],
+                                 "macro_f1": line["eval_macro_f1"], "confusion": line["confusion"]}
+        if jax.process_index() == 0:
+            results["plot"] = str(plot_run(run_dir))
+        results["wall_s"] = time.perf_counter() - started
+        if jax.process_index() == 0:
+            (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics.setup_logging()
     try:
         results = run(load(args.config, args.overrides, cls=FinetuneConfig))
-    except (ConfigError, DataError, NonFiniteError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DataError, NonFiniteError, FileNotFoundError, ValueError,
+            RunDirInUse, metrics.MetricsFileError) as e:
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:

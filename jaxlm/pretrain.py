@@ -27,12 +27,14 @@ from jax.experimental import multihost_utils
 
 from jaxlm import data
 from jaxlm.config import Config, ConfigError, load, to_dict
+from jaxlm.data import preparation
 from jaxlm.objectives import tasks
 from jaxlm.objectives.registry import pretraining_task
 from jaxlm.training import host, metrics, optim, sharding
 from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.training.loop import NonFiniteError, train_loop
 from jaxlm.training.plot import plot_run
+from jaxlm.training.run_dir import RunDirInUse, exclusive
 from jaxlm.training.state import setup_state
 from jaxlm.training.step import make_eval_step, make_train_step
 
@@ -67,6 +69,14 @@ def resolve_model(cfg: Config, prepared: data.Prepared) -> Config:
     return dataclasses.replace(cfg, model=model)
 
 
+def data_order(cfg: Config) -> dict:
+    """The settings that fix which batch comes next, by dotted name: a checkpoint's data
+    iterator continues only under the same ones."""
+    settings = {f"data.{k}": v for k, v in to_dict(cfg.data).items()
+                if k not in preparation.NOT_HASHED}
+    return {**settings, "train.batch_size": cfg.train.batch_size, "train.seed": cfg.train.seed}
+
+
 def held_out_metrics(eval_step, task: tasks.Task, params, fixed, prepared: data.Prepared,
                      cfg: Config, mesh) -> dict:
     """Loss, accuracy and perplexity on (the first `eval_steps` batches of) the held-out
@@ -90,7 +100,8 @@ def run(cfg: Config) -> dict:
 
     Raises:
       ConfigError: a setting that cannot work (mesh vs devices, batch vs mesh, run_dir
-        holding another model).
+        holding another model, or a checkpoint whose data order cannot continue).
+      RunDirInUse: another run holds `run_dir`.
       NonFiniteError: `train.max_nonfinite_steps` consecutive NaN/inf steps; the newest
         checkpoint is from before them.
     """
@@ -116,30 +127,32 @@ def run(cfg: Config) -> dict:
                          shuffle=False, num_epochs=1)
 
     task = setup.model.task
-    checkpoints = Checkpointer(run_dir, cfg.train,
-                              best_metric=f"eval_{task.objectives[0]}_accuracy")
-    if jax.process_index() == 0:  # what generation and fill-mask decode with
-        run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(prepared.tokenizer_path, run_dir / "tokenizer.json")
-    state = checkpoints.restore(setup.abstract, batches, cfg.model)
-    state = setup.init() if state is None else state
-    start = int(jax.device_get(state.step))
-    if start:
-        log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
-                 checkpoints.directory)
-    shapes = {k: (cfg.train.batch_size, *row) for k, row in prepared.row_shapes().items()}
-    logger = metrics.MetricsLogger(
-        run_dir, start, cfg.train.steps, tokens_per_step=task.tokens(shapes),
-        flops_per_step=task.flops(cfg.model, shapes),
-        peak=metrics.peak_flops(), keys=tasks.train_metric_keys(task),
-        tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar)
-    summary = train_loop(
-        cfg.train, state, setup.fixed, train_step, batches, mesh, checkpoints=checkpoints,
-        logger=logger, config=to_dict(cfg),
-        evaluate=lambda params: held_out_metrics(eval_step, task, params, setup.fixed, prepared,
-                                                 cfg, mesh))
-    if jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
-        summary["plot"] = str(plot_run(run_dir))
+    # Held from the first write into run_dir to the end; the checks that can refuse (the
+    # restore's model and data order) come before anything in it is changed.
+    with exclusive(run_dir):
+        checkpoints = Checkpointer(run_dir, cfg.train,
+                                  best_metric=f"eval_{task.objectives[0]}_accuracy")
+        state = checkpoints.restore(setup.abstract, batches, cfg.model, data_order(cfg))
+        if jax.process_index() == 0:  # what generation and fill-mask decode with
+            shutil.copyfile(prepared.tokenizer_path, run_dir / "tokenizer.json")
+        state = setup.init() if state is None else state
+        start = int(jax.device_get(state.step))
+        if start:
+            log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
+                     checkpoints.directory)
+        shapes = {k: (cfg.train.batch_size, *row) for k, row in prepared.row_shapes().items()}
+        logger = metrics.MetricsLogger(
+            run_dir, start, cfg.train.steps, tokens_per_step=task.tokens(shapes),
+            flops_per_step=task.flops(cfg.model, shapes),
+            peak=metrics.peak_flops(), keys=tasks.train_metric_keys(task),
+            tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar)
+        summary = train_loop(
+            cfg.train, state, setup.fixed, train_step, batches, mesh, checkpoints=checkpoints,
+            logger=logger, config=to_dict(cfg),
+            evaluate=lambda params: held_out_metrics(eval_step, task, params, setup.fixed,
+                                                     prepared, cfg, mesh))
+        if jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
+            summary["plot"] = str(plot_run(run_dir))
     summary["wall_s"] = time.perf_counter() - started
     return summary
 
@@ -163,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics.setup_logging()
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError) as e:
+    except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError, RunDirInUse,
+            metrics.MetricsFileError) as e:
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:

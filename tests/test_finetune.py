@@ -169,3 +169,22 @@ def test_bad_inputs_are_named(separable, tmp_path):
         run("data.max_seq_length=128")
     assert finetune.main([f"init_from={tmp_path / 'nowhere'}", f"run_dir={tmp_path / 'x'}"]) == 1
     assert not (tmp_path / "bad").exists()  # nothing written before the inputs were checked
+
+
+def test_a_lora_classifier_is_tied_to_its_exact_base(separable, tmp_path, monkeypatch):
+    """A LoRA classifier keeps only its adapters; it records which frozen weights it was
+    trained on (path made absolute, a fingerprint) and refuses to run on changed ones."""
+    import shutil
+
+    shutil.copytree(separable / "tiny_bert", tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    cfg = load(None, [*_overrides(separable, "lora", "finetune.lora_rank=2",
+                                  "finetune.epochs=1"), "init_from=base"], cls=FinetuneConfig)
+    finetune.run(cfg)
+    monkeypatch.chdir(separable)  # a relative init_from still finds its base
+    load_classifier(tmp_path / "lora")
+    other = BertForPreTraining(load_classifier(tmp_path / "lora")[0].config, rngs=nnx.Rngs(7))
+    hf.save_pretrained(other, other.config, tmp_path / "base")  # the base changes
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'base'}: its weights are not the ones "
+                                         rf"{tmp_path / 'lora'} was fine-tuned on"):
+        load_classifier(tmp_path / "lora")

@@ -102,6 +102,9 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at the end)
     keep_checkpoints: int = 3  # the last K checkpoints kept, plus the best by eval MLM accuracy
     async_checkpoint: bool = True  # write checkpoints in a background thread
+    # When the data settings changed since the checkpoint (batch size, data files, ...):
+    # resume the weights and optimizer and read the data from its start, instead of refusing.
+    restart_data: bool = False
     tensorboard: bool = True  # also write TensorBoard event files to run_dir/tensorboard
     progress_bar: bool = True  # show a tqdm bar with loss, tokens/s and ETA
 

@@ -51,7 +51,7 @@ RECIPES = ("bert", "causal_lm", "span_corruption")
 VERSION = 2  # bump when the tokenizer training, instance algorithm or on-disk layout change
 SPLITS = ("train", "eval")
 # Settings that change where files go or how fast they are made, not what is in them.
-_NOT_HASHED = ("cache_dir", "output_dir", "num_workers")
+NOT_HASHED = ("cache_dir", "output_dir", "num_workers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _settings(cfg: DataConfig, seed: int, recipe: str) -> tuple[str, list[Path],
         "version": VERSION,
         "seed": seed,
         "recipe": recipe,
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_HASHED},
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED},
         "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats,
                                                                               strict=True)],
     }

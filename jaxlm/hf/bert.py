@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from flax import nnx
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from jaxlm.config import ModelConfig
 from jaxlm.data import load_tokenizer
@@ -229,7 +229,8 @@ def save_pretrained(model: BertForPreTraining | BertForSequenceClassification,
     table = CLASSIFIER_TABLE if labels else TABLE
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
                for hf_name, path_, layout in expand_table(table, config.num_layers)}
-    save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
+    # Written as bytes so that the file gets the usual permissions (save_file makes it 0600).
+    (directory / "model.safetensors").write_bytes(save(weights, metadata={"format": "pt"}))
     if labels:
         hf_config.update(architectures=["BertForSequenceClassification"],
                          id2label=dict(enumerate(labels)),

@@ -7,6 +7,8 @@ The saved config says what to build, so a run directory alone is enough.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import logging
 from pathlib import Path
 
@@ -18,28 +20,29 @@ from jaxlm.data import load_tokenizer
 from jaxlm.hf.bert import from_pretrained
 from jaxlm.objectives.registry import classify_task
 from jaxlm.training import optim, sharding
-from jaxlm.training.checkpoint import open_latest, restore_params
+from jaxlm.training.checkpoint import open_checkpoint, restore_params
 from jaxlm.training.state import LORA_TRAINABLE, load_weights, merge, setup_state
 
 log = logging.getLogger(__name__)
 
 
-def load_for_inference(path: str | Path, mesh=None):
+def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
     """The trained module (eval mode) and config of the newest checkpoint under `path`.
 
     Args:
       path: a run directory (holding `checkpoints/`) or its `checkpoints/` directory.
       mesh: where to place the parameters; default all local devices, data parallel.
+      step: the checkpoint to load instead of the newest.
 
     Returns:
       (module, cfg): a `BertForPreTraining`, `GPTLanguageModel` or
       `EncoderDecoderTransformer` with the trained parameters, and the run's `Config`.
 
     Raises:
-      FileNotFoundError: no checkpoint under `path`.
+      FileNotFoundError: no checkpoint under `path` (or not `step`).
       ValueError: a fine-tuning run (load it with `load_classifier`).
     """
-    manager, step, saved = open_latest(path)
+    manager, step, saved = open_checkpoint(path, step)
     if "labels" in saved:
         manager.close()
         raise ValueError(f"{path} is a fine-tuned classifier; use python -m jaxlm.classify")
@@ -53,7 +56,7 @@ def load_for_inference(path: str | Path, mesh=None):
     return module, cfg
 
 
-def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str):
+def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int | None = None):
     """`load_for_inference` for a use that needs one of `kinds`, plus the run's tokenizer.
 
     Returns:
@@ -64,7 +67,7 @@ def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str):
       FileNotFoundError: no checkpoint, or no tokenizer.json in the run directory.
       ValueError: the run holds another kind of model.
     """
-    module, cfg = load_for_inference(path)
+    module, cfg = load_for_inference(path, step=step)
     if cfg.model.kind not in kinds:
         raise ValueError(f"{path} holds a {cfg.model.kind!r} model; {purpose} needs "
                          f"model.kind {' or '.join(kinds)}")
@@ -91,17 +94,33 @@ class Pretrained:
     config: ModelConfig
     weights: dict[str, np.ndarray]  # "bert.layers.0.attention.query.kernel" -> array
     tokenizer_path: Path
+    source: Path  # the run or Hugging Face directory, absolute
+    step: int | None  # the run's checkpoint; None for a Hugging Face directory
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A hash of every weight's name and bytes: which base a LoRA run was trained on."""
+        digest = hashlib.sha256()
+        for name in sorted(self.weights):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(self.weights[name], np.float32).tobytes())
+        return digest.hexdigest()[:32]
+
+    def record(self) -> dict:
+        """What a fine-tuned run saves of its base, to find and check it again."""
+        return {"path": str(self.source), "step": self.step, "fingerprint": self.fingerprint}
 
 
-def load_pretrained(path: str | Path) -> Pretrained:
-    """The encoder weights, model config and tokenizer of a jaxlm BERT run or a Hugging
-    Face BERT directory (config.json + weights + tokenizer.json or vocab.txt).
+def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
+    """The encoder weights, model config and tokenizer of a jaxlm BERT run (its newest
+    checkpoint, or `step`) or a Hugging Face BERT directory (config.json + weights +
+    tokenizer.json or vocab.txt).
 
     Raises:
       FileNotFoundError: no checkpoint, or no tokenizer next to it.
       ValueError: a run that is not a BERT.
     """
-    directory = Path(path).expanduser()
+    directory = Path(path).expanduser().absolute()
     if not str(path):
         raise FileNotFoundError("init_from is not set: give a jaxlm BERT run directory or a "
                                 "Hugging Face BERT directory")
@@ -113,11 +132,31 @@ def load_pretrained(path: str | Path) -> Pretrained:
             raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the "
                                     f"model")
     else:
-        module, cfg, tokenizer_path = load_run(directory, ("bert",), "fine-tuning")
+        manager, step, _ = open_checkpoint(directory, step)
+        manager.close()
+        module, cfg, tokenizer_path = load_run(directory, ("bert",), "fine-tuning", step)
         config = cfg.model
     weights = {"bert." + ".".join(map(str, k)): np.asarray(v.get_value())
                for k, v in nnx.to_flat_state(nnx.state(module.bert, nnx.Param))}
-    return Pretrained(config, weights, Path(tokenizer_path))
+    return Pretrained(config, weights, Path(tokenizer_path), directory, step)
+
+
+def load_base(base: dict | None, init_from: str, run_dir: str | Path) -> Pretrained:
+    """The exact base the fine-tuned run `run_dir` was trained on (`base`, its saved
+    `Pretrained.record()`; a run from before bases were recorded falls back to `init_from`).
+
+    Raises:
+      ValueError: the base's weights have changed since; naming both directories.
+      FileNotFoundError: the base, or its step, is gone.
+    """
+    if base is None:
+        return load_pretrained(init_from)
+    pretrained = load_pretrained(base["path"], base["step"])
+    if pretrained.fingerprint != base["fingerprint"]:
+        raise ValueError(f"{base['path']}: its weights are not the ones {run_dir} was "
+                         f"fine-tuned on (fingerprint {pretrained.fingerprint}, recorded "
+                         f"{base['fingerprint']}); restore that base or fine-tune again")
+    return pretrained
 
 
 def load_classifier(path: str | Path, mesh=None):
@@ -130,13 +169,14 @@ def load_classifier(path: str | Path, mesh=None):
       FileNotFoundError: no checkpoint or no tokenizer.json in the run directory.
       ValueError: a run that is not a fine-tuned classifier.
     """
-    manager, step, saved = open_latest(path)
+    manager, step, saved = open_checkpoint(path)
     if "labels" not in saved:
         manager.close()
         raise ValueError(f"{path} is not a fine-tuned classifier (no labels saved); "
                          f"train one with python -m jaxlm.finetune")
     labels = tuple(saved.pop("labels"))
     model_cfg = from_dict(ModelConfig, saved.pop("model"))
+    base = saved.pop("base", None)
     cfg = from_dict(FinetuneConfig, saved)
     mesh = mesh if mesh is not None else sharding.make_mesh(
         dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
@@ -147,8 +187,8 @@ def load_classifier(path: str | Path, mesh=None):
     manager.close()
     fixed = setup.fixed
     if model_cfg.lora_rank:  # the frozen encoder is not in the checkpoint: reload it
-        frozen, _ = load_weights(fixed.frozen, setup.fixed_shardings.frozen,
-                                 load_pretrained(cfg.init_from).weights)
+        pretrained = load_base(base, cfg.init_from, path)
+        frozen, _ = load_weights(fixed.frozen, setup.fixed_shardings.frozen, pretrained.weights)
         fixed = dataclasses.replace(fixed, frozen=frozen)
     module = merge(setup.model, params, fixed)
     module.eval()

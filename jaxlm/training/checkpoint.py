@@ -17,6 +17,7 @@ for BERT, next token for GPT).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -44,6 +45,7 @@ class Checkpointer:
                  best_metric: str = "eval_mlm_accuracy", finetuning: bool = False):
         self.best_metric = best_metric
         self.finetuning = finetuning  # fine-tuning runs save their labels with the config
+        self.restart_data = cfg.restart_data
         self.directory = Path(run_dir).absolute() / "checkpoints"
         self.quarantine = Path(run_dir).absolute() / "corrupt_checkpoints"
         preserve = policies.AnyPreservationPolicy([
@@ -82,23 +84,32 @@ class Checkpointer:
         best = {key: metrics[key]} if metrics and key in metrics else None
         self.manager.save(step, args=args, metrics=best, force=True)
 
-    def restore(self, abstract_state, data_iterator, model_cfg: ModelConfig):
+    def restore(self, abstract_state, data_iterator, model_cfg: ModelConfig,
+                data_order: dict | None = None, base: dict | None = None):
         """Restores the newest readable checkpoint onto the shardings of `abstract_state`.
 
         A checkpoint that fails to read is moved to `run_dir/corrupt_checkpoints` with a
-        warning, and the next older one is tried; nothing is deleted.
+        warning, and the next older one is tried; nothing is deleted. A checkpoint that reads
+        but cannot continue this run (another model, or a data iterator that the current
+        data settings cannot continue) is refused, and nothing is changed.
 
         Args:
           abstract_state: the TrainState as ShapeDtypeStructs carrying the target
             shardings (possibly a different mesh than the one that saved it).
           data_iterator: the fresh data iterator, set in place to the saved position.
           model_cfg: the model this run builds; a different saved model is an error.
+          data_order: the settings that fix the order of the batches, by dotted name
+            ("train.batch_size": 16, ...); under `train.restart_data` a change resumes the
+            weights and optimizer and leaves `data_iterator` at the start of the data.
+          base: what the checkpoint must have been trained on top of ({"base.fingerprint":
+            ...} for a LoRA run, whose frozen weights are not in its checkpoints).
 
         Returns:
           The restored state, or None when there is no checkpoint.
 
         Raises:
-          ConfigError: the checkpoint holds a different model.
+          ConfigError: the checkpoint holds a different model or base, or its data order
+            cannot continue (without `train.restart_data`).
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -112,17 +123,36 @@ class Checkpointer:
                                 else ("a pretraining", "fine-tuning"))
                 raise ConfigError(f"{self.directory / str(step)} holds {held} run; use another "
                                   f"run_dir for {wanted}. Nothing was changed.")
-            check_same_model(saved.get("model", {}), model_cfg, self.directory / str(step))
+            where = self.directory / str(step)
+            check_same_model(saved.get("model", {}), model_cfg, where)
+            other_base = changed_settings(saved, base or {})
+            if other_base:
+                raise ConfigError(f"{where} was trained on other frozen weights than init_from "
+                                  f"holds now ({other_base[0]}); use the base it was trained "
+                                  f"on or another run_dir. Nothing was changed.")
+            changed = changed_settings(saved, data_order or {})
+            if changed and not self.restart_data:
+                raise _cannot_continue(where, "; ".join(changed))
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=grain.checkpoint.CheckpointRestore(data_iterator),
-                ))
-            except Exception as e:  # noqa: BLE001
-                self._set_aside(step, e)
-                continue
-            log.info("resumed from %s", self.directory / str(step))
-            return restored["state"]
+                state = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state)))["state"]
+                if not changed:
+                    self.manager.restore(step, args=ocp.args.Composite(
+                        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+            except Exception as e:  # noqa: BLE001 - unreadable unless Grain says it mismatches
+                reason = _iterator_mismatch(e)
+                if reason is None:
+                    self._set_aside(step, e)
+                    continue
+                if not self.restart_data:
+                    raise _cannot_continue(where, reason) from None
+                changed = [reason]
+            if changed:
+                log.warning("%s: the data settings changed (%s); resuming its weights and "
+                            "optimizer and reading the data from its start "
+                            "(train.restart_data)", where, "; ".join(changed))
+            log.info("resumed from %s", where)
+            return state
         return None
 
     def _set_aside(self, step: int, error: Exception) -> None:
@@ -146,6 +176,38 @@ class Checkpointer:
         self.manager.close()
 
 
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """"key: saved X, now Y" for each dotted setting of `current` that the saved config (a
+    nested dict) holds with another value."""
+    changed = []
+    for key, value in current.items():
+        section, _, name = key.partition(".")
+        if name not in saved.get(section, {}):
+            continue
+        before = saved[section][name]
+        if json.loads(json.dumps(value)) != before:  # tuples are saved as lists
+            changed.append(f"{key}: saved {before!r}, now {value!r}")
+    return changed
+
+
+def _cannot_continue(where, reason: str) -> ConfigError:
+    return ConfigError(
+        f"{where} cannot continue with these data settings ({reason}): its data iterator "
+        f"would not resume where it stopped. Restore the setting, use another run_dir, or "
+        f"add train.restart_data=true to resume the weights and optimizer and read the data "
+        f"from its start. Nothing was changed.")
+
+
+def _iterator_mismatch(error: BaseException) -> str | None:
+    """Grain's first line when it refused a saved iterator that another loader defines
+    (its sampler, worker count or data source differ), else None."""
+    while error is not None:
+        if isinstance(error, ValueError) and "in checkpoint does not match" in str(error):
+            return str(error).splitlines()[0]
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
     """Raises ConfigError naming each model field that differs from the saved run's."""
     current = dataclasses.asdict(model_cfg)
@@ -158,12 +220,12 @@ def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
         )
 
 
-def open_latest(path: str | Path):
-    """A read-only manager over `path` (a run directory or its checkpoints/), the newest
-    step and that step's saved config (a dict).
+def open_checkpoint(path: str | Path, step: int | None = None):
+    """A read-only manager over `path` (a run directory or its checkpoints/), the step
+    (default: the newest) and that step's saved config (a dict).
 
     Raises:
-      FileNotFoundError: no checkpoint under `path`.
+      FileNotFoundError: no checkpoint under `path`, or not the given step.
     """
     directory = Path(path).absolute()
     if (directory / "checkpoints").is_dir():
@@ -176,7 +238,11 @@ def open_latest(path: str | Path):
     manager = ocp.CheckpointManager(
         directory, item_names=("state", "data", "config"),
         options=ocp.CheckpointManagerOptions(create=False, read_only=True))
-    step = manager.latest_step()
+    if step is not None and step not in manager.all_steps():
+        manager.close()
+        raise FileNotFoundError(f"{path}: step {step} is no longer there (it holds steps "
+                                f"{sorted(manager.all_steps())})")
+    step = manager.latest_step() if step is None else step
     if step is None:
         raise missing
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 # Dense bf16 peak FLOP/s per device from vendor datasheets, by `device.device_kind` prefix.
 PEAK_FLOPS = {
     "NVIDIA H200": 989e12,
@@ -75,7 +77,9 @@ class MetricsLogger:
     Args:
       run_dir: the run's output directory.
       start_step: the step training starts from; lines after it (from a run that was cut
-        off after its last checkpoint) are dropped, so the file reads like one run.
+        off after its last checkpoint) are dropped, so the file reads like one run. A run
+        that starts from step 0 in a directory with metrics (its checkpoints deleted) moves
+        the earlier metrics.jsonl and TensorBoard files aside instead.
       total_steps: the run's last step, for the progress bar's ETA.
       tokens_per_step: sequence positions processed per step (batch x length).
       flops_per_step, peak: for MFU.
@@ -95,10 +99,12 @@ class MetricsLogger:
         if not self.active:
             return
         self.path = Path(run_dir) / "metrics.jsonl"
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        lines = read_lines(self.path) if self.path.exists() else []
+        if lines and not start_step:
+            _set_aside_history(Path(run_dir))
+        elif self.path.exists():
+            kept = [line for line in lines if line["step"] <= start_step]
+            self.path.write_text("".join(json.dumps(line) + "\n" for line in kept))
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -167,23 +173,61 @@ class MetricsLogger:
             self.writer.close()
 
 
+class MetricsFileError(RuntimeError):
+    """A metrics.jsonl line that is not JSON, other than a torn last line."""
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The lines of a metrics.jsonl. A torn last line (a run killed while writing it) is
+    dropped with a warning, since the steps after the last checkpoint are run again.
+
+    Raises:
+      MetricsFileError: a damaged line before the last, naming the file and line.
+    """
+    texts = [s for s in path.read_text().splitlines() if s.strip()]
+    lines = []
+    for number, text in enumerate(texts, 1):
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError as e:
+            if number < len(texts):
+                raise MetricsFileError(f"{path}:{number}: not a JSON line ({e}); repair or "
+                                       f"remove the line") from None
+            log.warning("%s:%d: dropping a torn last line (%r)", path, number, text[:80])
+    return lines
+
+
+def _set_aside_history(run_dir: Path) -> None:
+    """Moves metrics.jsonl and tensorboard/ of an earlier run to names with a time stamp."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir / f"metrics-{stamp}.jsonl"
+    for n in range(1, 1000):
+        if not target.exists():
+            break
+        target = run_dir / f"metrics-{stamp}-{n}.jsonl"
+    (run_dir / "metrics.jsonl").rename(target)
+    if (run_dir / "tensorboard").is_dir():
+        (run_dir / "tensorboard").rename(run_dir / target.stem.replace("metrics", "tensorboard"))
+    log.warning("%s holds the metrics of an earlier run but no checkpoint to resume: this run "
+                "starts at step 0, and the earlier metrics are kept in %s", run_dir, target)
+
+
 def eval_history(run_dir: Path, start: int) -> list[dict]:
     """The eval lines of `run_dir/metrics.jsonl` up to step `start` (a resumed run's past)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
-    return [d for d in lines if "eval_loss" in d and d["step"] <= start]
+    return [d for d in read_lines(path) if "eval_loss" in d and d["step"] <= start]
 
 
 def setup_logging() -> None:
     """INFO lines with a time stamp from the "jaxlm" loggers, on stderr."""
     # jaxlm's own handler: absl (imported by orbax) has already claimed the root logger.
-    log = logging.getLogger("jaxlm")
-    if log.handlers:
+    root = logging.getLogger("jaxlm")
+    if root.handlers:
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False

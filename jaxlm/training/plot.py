@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from jaxlm.training.metrics import read_lines
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -11,7 +12,7 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a run directory?")
-    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    lines = read_lines(path)
     train = [d for d in lines if "loss" in d]
     evals = [d for d in lines if "eval_loss" in d]
     return train, evals

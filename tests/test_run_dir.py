@@ -1,0 +1,96 @@
+"""What a run does to its run directory: one run at a time, refusals that write nothing,
+resumes that cannot continue the data order, and history that is never dropped."""
+
+import hashlib
+import json
+import logging
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from test_pretrain import _run, _train_losses, _train_py, _wait_for_step
+
+from jaxlm.config import ConfigError
+from jaxlm.training.run_dir import RunDirInUse
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree(run_dir: Path) -> dict[str, str]:
+    """Every file under `run_dir` with its content hash."""
+    return {str(p.relative_to(run_dir)): _digest(p) for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name != ".lock"}  # the lock names its holder
+
+
+def test_a_refused_resume_writes_nothing(run_overrides, tmp_path):
+    """A different tokenizer (here: another vocabulary size) is refused by the model check;
+    the run's tokenizer.json, checkpoints and metrics stay as they were."""
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    before = _tree(tmp_path)
+    with pytest.raises(ConfigError, match="model.vocab_size: saved 160, now 150"):
+        _run(run_overrides, tmp_path, "train.steps=4", "data.vocab_size=150")
+    assert _tree(tmp_path) == before
+
+
+def test_a_changed_batch_size_is_refused_not_quarantined(run_overrides, tmp_path):
+    """The data iterator of the checkpoint cannot continue with another batch size: the run is
+    refused, naming the setting, and every checkpoint stays where it is; with
+    train.restart_data=true the weights and optimizer resume and the data starts afresh."""
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    before = _tree(tmp_path)
+    with pytest.raises(ConfigError, match=r"train.batch_size: saved 16, now 8.*"
+                                          r"train.restart_data=true"):
+        _run(run_overrides, tmp_path, "train.steps=4", "train.batch_size=8")
+    assert _tree(tmp_path) == before
+    assert not (tmp_path / "corrupt_checkpoints").exists()
+    summary = _run(run_overrides, tmp_path, "train.steps=4", "train.batch_size=8",
+                   "train.restart_data=true")
+    assert summary["train"]["step"] == 4
+    assert sorted(_train_losses(tmp_path)) == [1, 2, 3, 4]
+
+
+def test_a_run_without_checkpoints_keeps_the_old_metrics(run_overrides, tmp_path, caplog,
+                                                         monkeypatch):
+    """Deleting checkpoints/ starts the run from step 0; the earlier metrics are moved aside,
+    not truncated."""
+    monkeypatch.setattr(logging.getLogger("jaxlm"), "propagate", True)  # to caplog
+    _run(run_overrides, tmp_path, "train.steps=3")
+    old = (tmp_path / "metrics.jsonl").read_text()
+    shutil.rmtree(tmp_path / "checkpoints")
+    _run(run_overrides, tmp_path, "train.steps=2")
+    kept = sorted(tmp_path.glob("metrics-*.jsonl"))
+    assert len(kept) == 1 and kept[0].read_text() == old
+    assert sorted(_train_losses(tmp_path)) == [1, 2]
+    assert f"kept in {kept[0]}" in caplog.text
+
+
+def test_a_torn_metrics_line_does_not_block_the_resume(run_overrides, tmp_path):
+    """A run killed while writing metrics.jsonl leaves half a line; the rerun drops it with a
+    warning and resumes."""
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 4.2')
+    _run(run_overrides, tmp_path, "train.steps=3")
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines] == [1, 2, 3]
+
+
+def test_one_run_at_a_time(run_overrides, tmp_path):
+    """A second run on a busy run_dir is refused and changes nothing; a kill -9 of the first
+    leaves no stale lock behind."""
+    first = _train_py(tmp_path, run_overrides, "train.steps=100000",
+                      "train.checkpoint_every=100000")
+    try:
+        _wait_for_step(tmp_path, 2, first)
+        with pytest.raises(RunDirInUse, match=rf"{tmp_path} is in use by another run "
+                                              rf"\(pid {first.pid} on "):
+            _run(run_overrides, tmp_path, "train.steps=2")
+        assert max(_train_losses(tmp_path)) >= 2
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    summary = _run(run_overrides, tmp_path, "train.steps=2")
+    assert summary["train"]["step"] == 2
