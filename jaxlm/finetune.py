@@ -37,7 +37,8 @@ from jaxlm.objectives import tasks
 from jaxlm.objectives.registry import classify_task
 from jaxlm.training import host, metrics, optim, sharding
 from jaxlm.training.checkpoint import Checkpointer, restore_params
-from jaxlm.training.loop import EarlyStopping, NonFiniteError, train_loop
+from jaxlm.training.integrity import NonFiniteError
+from jaxlm.training.loop import EarlyStopping, train_loop
 from jaxlm.training.plot import plot_run
 from jaxlm.training.run_dir import RunDirInUse, exclusive
 from jaxlm.training.state import LORA_TRAINABLE, count_params, load_weights, setup_state

@@ -32,7 +32,8 @@ from jaxlm.objectives import tasks
 from jaxlm.objectives.registry import pretraining_task
 from jaxlm.training import host, metrics, optim, sharding
 from jaxlm.training.checkpoint import Checkpointer
-from jaxlm.training.loop import NonFiniteError, train_loop
+from jaxlm.training.integrity import NonFiniteError
+from jaxlm.training.loop import train_loop
 from jaxlm.training.plot import plot_run
 from jaxlm.training.run_dir import RunDirInUse, exclusive
 from jaxlm.training.state import setup_state

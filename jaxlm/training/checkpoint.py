@@ -1,15 +1,18 @@
 """Checkpoints under `run_dir/checkpoints`, written and read with an Orbax CheckpointManager.
 
-Each step directory holds three items:
+Each step directory holds four items:
 
-    state   the TrainState: params, AdamW state, step, RNG key, skip counters (sharded
-            arrays; each host writes its own shards, restore reshards onto any mesh)
-    data    each host's data-iterator position (Grain), so the next batch is the right one
-    config  the run's whole config as JSON, to refuse resuming a different model
+    state      the TrainState: params, AdamW state, step, RNG key, skip counters (sharded
+               arrays; each host writes its own shards, restore reshards onto any mesh)
+    data       each host's data-iterator position (Grain), so the next batch is the right one
+    config     the run's whole config as JSON, to refuse resuming a different model
+    integrity  a checksum of every state array (`integrity`), checked on restore
 
 Saves are asynchronous (a background thread writes while training goes on) and atomic
 (written to a temporary directory, renamed when complete), so a killed run leaves either a
-whole checkpoint or a temporary directory that is ignored. Kept: the last
+whole checkpoint or a temporary directory that is ignored. A state with NaN or inf is
+never saved, and a checkpoint whose arrays no longer match their checksums is set aside as
+corrupt like one that cannot be read. Kept: the last
 `train.keep_checkpoints` plus the best by held-out accuracy of the first objective (MLM
 for BERT, next token for GPT).
 """
@@ -30,12 +33,19 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxlm.config import ConfigError, ModelConfig, TrainConfig
+from jaxlm.training import integrity
+from jaxlm.training.integrity import NonFiniteError
 
 log = logging.getLogger(__name__)
 
 # Model fields that may change between a run and its resumption: numerics and memory, not
 # the parameters' shapes or meaning.
 RESUMABLE_MODEL_CHANGES = ("dtype", "remat")
+ITEMS = ("state", "data", "config", "integrity")
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint that reads, but not as it was written."""
 
 
 class Checkpointer:
@@ -61,7 +71,7 @@ class Checkpointer:
             create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data", "config"))
+                                             item_names=ITEMS)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -72,13 +82,23 @@ class Checkpointer:
 
     def save(self, step: int, state, data_iterator, config: dict,
              metrics: dict | None = None) -> None:
-        """Starts writing a checkpoint for `step` (returns before the write finishes)."""
+        """Starts writing a checkpoint for `step` (returns before the write finishes).
+
+        Raises:
+          NonFiniteError: the state holds NaN or inf; nothing is written.
+        """
         if step in self.manager.all_steps():
             return
+        checksums, bad = integrity.summarize(state)
+        if bad:
+            raise NonFiniteError(
+                f"the state at step {step} holds NaN or inf ({', '.join(bad[:3])}); it was "
+                f"not saved, and the newest checkpoint in {self.directory} predates it")
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(data_iterator),
             config=ocp.args.JsonSave(config),
+            integrity=ocp.args.JsonSave({"checksums": checksums}),
         )
         key = self.best_metric
         best = {key: metrics[key]} if metrics and key in metrics else None
@@ -136,6 +156,7 @@ class Checkpointer:
             try:
                 state = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))["state"]
+                self._verify(step, state)
                 if not changed:
                     self.manager.restore(step, args=ocp.args.Composite(
                         data=grain.checkpoint.CheckpointRestore(data_iterator)))
@@ -154,6 +175,20 @@ class Checkpointer:
             log.info("resumed from %s", where)
             return state
         return None
+
+    def _verify(self, step: int, state) -> None:
+        """Raises CorruptCheckpoint when the restored arrays do not match the checksums saved
+        with them, or hold NaN or inf (checkpoints older than the checksums)."""
+        checksums, bad = integrity.summarize(state)
+        if (self.directory / str(step) / "integrity").is_dir():
+            saved = self.manager.restore(step, args=ocp.args.Composite(
+                integrity=ocp.args.JsonRestore()))["integrity"]["checksums"]
+            changed = integrity.mismatches(saved, checksums)
+            if changed:
+                raise CorruptCheckpoint(f"{len(changed)} arrays do not match their checksums "
+                                        f"({', '.join(changed[:3])})")
+        if bad:
+            raise CorruptCheckpoint(f"NaN or inf in {', '.join(bad[:3])}")
 
     def _set_aside(self, step: int, error: Exception) -> None:
         """Moves an unreadable checkpoint out of the way, keeping its files."""
@@ -236,7 +271,7 @@ def open_checkpoint(path: str | Path, step: int | None = None):
     if not directory.is_dir():
         raise missing
     manager = ocp.CheckpointManager(
-        directory, item_names=("state", "data", "config"),
+        directory, item_names=ITEMS,
         options=ocp.CheckpointManagerOptions(create=False, read_only=True))
     if step is not None and step not in manager.all_steps():
         manager.close()

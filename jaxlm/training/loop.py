@@ -16,13 +16,10 @@ from jax.experimental import multihost_utils
 from jaxlm.config import TrainConfig
 from jaxlm.training import metrics, sharding
 from jaxlm.training.checkpoint import Checkpointer
+from jaxlm.training.integrity import NonFiniteError
 from jaxlm.training.state import Fixed, TrainState
 
 log = logging.getLogger("jaxlm")
-
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps with a NaN/inf loss or gradient."""
 
 
 class StopRequest:
