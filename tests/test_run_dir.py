@@ -98,8 +98,9 @@ def test_one_run_at_a_time(run_overrides, tmp_path):
 
 
 def _corrupt_the_largest_array_file(checkpoint: Path, seed: int = 0) -> None:
-    """Random bytes over 256 bytes in the middle of the checkpoint's largest data file: the
-    array still decodes, with other values."""
+    """Random bytes over 256 bytes in the middle of the checkpoint's largest data file. With
+    every array in one shard (one device) that file holds the arrays' chunks: they still
+    decode, with other values."""
     files = [p for p in (checkpoint / "state").rglob("*") if p.is_file() and "d" in p.parts]
     largest = max(files, key=lambda p: p.stat().st_size)
     raw = bytearray(largest.read_bytes())
@@ -112,10 +113,17 @@ def test_corrupted_checkpoint_bytes_are_detected(run_overrides, tmp_path):
     """A checkpoint whose array bytes changed after it was written is set aside as corrupt;
     the run resumes from the previous one, bit for bit as an unbroken run."""
     args = ["train.steps=4", "train.checkpoint_every=1"]
-    _run(run_overrides, tmp_path / "whole", *args)
-    _run(run_overrides, tmp_path / "cut", "train.steps=2", "train.checkpoint_every=1")
+
+    def train_py(run_dir, *extra):  # on one device: one shard per array
+        proc = _train_py(run_dir, run_overrides, *extra,
+                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out
+
+    train_py(tmp_path / "whole", *args)
+    train_py(tmp_path / "cut", *args, "train.steps=2")
     _corrupt_the_largest_array_file(tmp_path / "cut" / "checkpoints" / "2")
-    _run(run_overrides, tmp_path / "cut", *args)
+    train_py(tmp_path / "cut", *args)
     assert [p.name.split("-")[0] for p in (tmp_path / "cut" / "corrupt_checkpoints").iterdir()
             ] == ["2"]
     assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "whole")
