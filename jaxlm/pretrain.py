@@ -134,10 +134,14 @@ def run(cfg: Config) -> dict:
         checkpoints = Checkpointer(run_dir, cfg.train,
                                   best_metric=f"eval_{task.objectives[0]}_accuracy")
         state = checkpoints.restore(setup.abstract, batches, cfg.model, data_order(cfg))
+        start = 0 if state is None else int(jax.device_get(state.step))
+        if start > cfg.train.steps:
+            raise ConfigError(f"{checkpoints.directory} holds step {start}, past "
+                              f"train.steps={cfg.train.steps}; raise train.steps to train "
+                              f"further. Nothing was changed.")
         if jax.process_index() == 0:  # what generation and fill-mask decode with
             shutil.copyfile(prepared.tokenizer_path, run_dir / "tokenizer.json")
         state = setup.init() if state is None else state
-        start = int(jax.device_get(state.step))
         if start:
             log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
                      checkpoints.directory)
@@ -182,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:
+        if "train" not in summary:
+            print("done: nothing to train, the run is at train.steps already "
+                  f"(raise train.steps to train further) wall={summary['wall_s']:.0f}s")
+            return 0
         final = {**summary.get("train", {}), **summary.get("eval", {})}
         shown = ("step", "loss", *(k for k in final if k.startswith("eval_")
                                    and k.endswith("_accuracy")), "eval_perplexity")

@@ -55,6 +55,10 @@ def test_expand_files_missing(tmp_path):
         corpus.expand_files([str(tmp_path / "nope.txt")])
     with pytest.raises(DataError, match=r"the glob .*\*\.md.* matches no file"):
         corpus.expand_files([str(tmp_path / "*.md")])
+    (tmp_path / "texts").mkdir()
+    with pytest.raises(DataError, match=r"texts' is a directory; give its files, e.g. "
+                                        r"'.*texts/\*\.txt'"):
+        corpus.expand_files([str(tmp_path / "texts")])
 
 
 def test_eval_documents_count_and_order_independence():

@@ -55,6 +55,8 @@ def test_buckets_and_errors(hf_dir):
         fill_mask.fill_mask(model, tokenizer, ["to be"])
     with pytest.raises(ValueError, match="past the model's 64 positions"):
         fill_mask.fill_mask(model, tokenizer, ["to " * 70 + "[MASK]"])
+    with pytest.raises(ValueError, match=r"top_k=500 is not in \[1, 15\], the vocabulary"):
+        fill_mask.fill_mask(model, tokenizer, ["to [MASK]"], top_k=500)
     # A long text whose [MASK] fits is cut, not refused.
     assert len(fill_mask.fill_mask(model, tokenizer, ["[MASK] " + "be " * 80])[0]) == 1
 

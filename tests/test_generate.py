@@ -91,6 +91,8 @@ def test_bad_requests_are_clear_errors(model):
         gen.Sampling(top_p=1.5)
     with pytest.raises(ValueError, match="at least one token"):
         gen.generate(model, [[]], 3)
+    with pytest.raises(ValueError, match="top_k=500 exceeds the vocabulary of 99 tokens"):
+        gen.generate(model, [[1, 2]], 3, sampling=gen.Sampling(temperature=1.0, top_k=500))
 
 
 def test_command_line_continues_a_trained_checkpoint(run_overrides, tmp_path, capsys):

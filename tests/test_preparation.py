@@ -219,6 +219,29 @@ def test_missing_corpus_file(tmp_path):
         prepare(cfg, seed=0)
 
 
+def test_a_build_killed_midway_leaves_no_temporary_directory(tmp_path):
+    """A build cut off by a signal (no `finally`) leaves .<name>.tmp-<host>-<pid>; the next
+    prepare() removes those of dead processes on this host and keeps a live one's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cfg = tiny_data_config(tmp_path)
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    stale = root / f".corpus-0123456789ab.tmp-{host}-{dead.pid}"
+    live = root / f".corpus-0123456789ab.tmp-{host}-{os.getpid()}"
+    elsewhere = root / f".corpus-0123456789ab.tmp-otherhost-{dead.pid}"
+    for d in (stale, live, elsewhere):
+        (d / "corpus").mkdir(parents=True)
+    prepare(cfg, seed=0)
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+
+
 def test_non_utf8_replaced_on_request(tmp_path):
     cfg = write_corpus(tmp_path, "bytes.txt", TINY_CORPUS.read_bytes() + b"\nCaf\xe9 ol\xe9.\n")
     prepared = prepare(dataclasses.replace(cfg, encoding_errors="replace"), seed=0)

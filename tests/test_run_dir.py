@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_pretrain import _run, _train_losses, _train_py, _wait_for_step
 
+from jaxlm import pretrain
 from jaxlm.config import ConfigError
 from jaxlm.training.run_dir import RunDirInUse
 
@@ -127,3 +128,18 @@ def test_corrupted_checkpoint_bytes_are_detected(run_overrides, tmp_path):
     assert [p.name.split("-")[0] for p in (tmp_path / "cut" / "corrupt_checkpoints").iterdir()
             ] == ["2"]
     assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "whole")
+
+
+def test_train_steps_at_or_below_the_checkpoint(run_overrides, tmp_path, capsys, monkeypatch):
+    """At train.steps the run has nothing to do (exit 0, saying so); below it, it is refused."""
+    jaxlm_log = logging.getLogger("jaxlm")  # main() sets up its handler: undone afterwards
+    monkeypatch.setattr(jaxlm_log, "handlers", list(jaxlm_log.handlers))
+    monkeypatch.setattr(jaxlm_log, "propagate", jaxlm_log.propagate)
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=2")
+    before = _tree(tmp_path)
+    with pytest.raises(ConfigError, match="holds step 2, past train.steps=1; raise "
+                                          "train.steps"):
+        _run(run_overrides, tmp_path, "train.steps=1")
+    assert _tree(tmp_path) == before
+    assert pretrain.main([*run_overrides, f"run_dir={tmp_path}", "train.steps=2"]) == 0
+    assert "done: nothing to train" in capsys.readouterr().out

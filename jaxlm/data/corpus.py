@@ -32,7 +32,7 @@ def expand_files(patterns: Sequence[str]) -> list[Path]:
     """Resolves file names and globs (`~` and `**` allowed) into an ordered, duplicate-free list.
 
     Raises:
-      DataError: a name that does not exist or a glob that matches no file.
+      DataError: a name that does not exist or is a directory, or a glob that matches no file.
     """
     files: list[Path] = []
     for pattern in patterns:
@@ -43,6 +43,9 @@ def expand_files(patterns: Sequence[str]) -> list[Path]:
             if not matches:
                 raise DataError(f"data.train_files: the glob {pattern!r} matches no file")
         else:
+            if Path(expanded).is_dir():
+                raise DataError(f"data.train_files: {pattern!r} is a directory; give its "
+                                f"files, e.g. '{pattern.rstrip('/')}/*.txt'")
             if not Path(expanded).is_file():
                 raise DataError(f"data.train_files: file not found: {pattern!r}")
             matches = [Path(expanded)]

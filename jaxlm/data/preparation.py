@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,26 @@ def _settings(cfg: DataConfig, seed: int, recipe: str) -> tuple[str, list[Path],
     return name, files, settings
 
 
+def _remove_abandoned_builds(root: Path) -> None:
+    """Removes the temporary directories of builds on this host whose process is gone, since
+    a build killed by a signal skips its own clean-up."""
+    for tmp in root.glob(f".*.tmp-{socket.gethostname()}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a build that did not finish", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def prepare(cfg: DataConfig, *, seed: int, recipe: str = "bert") -> Prepared:
     """Builds (or finds) the tokenizer and the train/eval instances for `cfg` and `seed`:
     BERT pairs, windows for a causal LM ("causal_lm"), T5 span corruption
@@ -157,7 +178,8 @@ def prepare(cfg: DataConfig, *, seed: int, recipe: str = "bert") -> Prepared:
         log.info("using prepared data in %s", directory)
         return Prepared.load(directory)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{directory.name}.tmp-{os.getpid()}"
+    _remove_abandoned_builds(root)
+    tmp = root / f".{directory.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

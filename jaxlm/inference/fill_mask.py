@@ -61,8 +61,12 @@ def fill_mask(model: BertForPreTraining, tokenizer, texts: list[str],
     """For each text, for each [MASK] in it, the `top_k` (token, probability) pairs.
 
     Raises:
-      ValueError: a text without [MASK], or with a [MASK] cut off by the model's length.
+      ValueError: a text without [MASK], or with a [MASK] cut off by the model's length, or
+        a `top_k` beyond the vocabulary.
     """
+    V = model.config.vocab_size
+    if not 1 <= top_k <= V:
+        raise ValueError(f"top_k={top_k} is not in [1, {V}], the vocabulary")
     ids = special_ids(tokenizer)
     limit = model.config.max_position_embeddings
     rows = [encode_with_masks(tokenizer, t, ids) for t in texts]

@@ -104,7 +104,8 @@ def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: 
     """Continues each prompt by up to `max_new_tokens` tokens (fewer after `stop_id`).
 
     Raises:
-      ValueError: an empty prompt, or prompt + max_new_tokens beyond the model's context.
+      ValueError: an empty prompt, prompt + max_new_tokens beyond the model's context, or a
+        top-k beyond the vocabulary.
     """
     context = model.config.max_position_embeddings
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -112,6 +113,9 @@ def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: 
     longest = max(len(p) for p in prompts)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if sampling.top_k > model.config.vocab_size:
+        raise ValueError(f"top_k={sampling.top_k} exceeds the vocabulary of "
+                         f"{model.config.vocab_size} tokens")
     if longest + max_new_tokens > context:
         raise ValueError(
             f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} needs "
