@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_pretrain import _run, _train_losses, _train_py, _wait_for_step
 
+from jaxlm import fill_mask as fill_mask_cli
 from jaxlm import pretrain
 from jaxlm.config import ConfigError
 from jaxlm.training.run_dir import RunDirInUse
@@ -143,3 +144,18 @@ def test_train_steps_at_or_below_the_checkpoint(run_overrides, tmp_path, capsys,
     assert _tree(tmp_path) == before
     assert pretrain.main([*run_overrides, f"run_dir={tmp_path}", "train.steps=2"]) == 0
     assert "done: nothing to train" in capsys.readouterr().out
+
+
+def test_inference_falls_back_past_an_unreadable_checkpoint(run_overrides, tmp_path, capsys):
+    """fill-mask (and every loader of a run) skips an unreadable newest checkpoint with a
+    warning, as training does, and names the problem in one line when none reads."""
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    for manifest in (tmp_path / "checkpoints" / "2" / "state").rglob("manifest.ocdbt"):
+        manifest.unlink()
+    argv = ["--checkpoint", str(tmp_path), "to be or [MASK] to be"]
+    assert fill_mask_cli.main(argv) == 0
+    assert "[MASK] 1:" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "checkpoints" / "1" / "state")
+    assert fill_mask_cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: no readable checkpoint (step 2: " in err and "Traceback" not in err

@@ -20,14 +20,15 @@ from jaxlm.data import load_tokenizer
 from jaxlm.hf.bert import from_pretrained
 from jaxlm.objectives.registry import classify_task
 from jaxlm.training import optim, sharding
-from jaxlm.training.checkpoint import open_checkpoint, restore_params
+from jaxlm.training.checkpoint import restore_newest
 from jaxlm.training.state import LORA_TRAINABLE, load_weights, merge, setup_state
 
 log = logging.getLogger(__name__)
 
 
 def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
-    """The trained module (eval mode) and config of the newest checkpoint under `path`.
+    """The trained module (eval mode) and config of the newest readable checkpoint under
+    `path` (an unreadable or corrupt one is skipped with a warning, as training does).
 
     Args:
       path: a run directory (holding `checkpoints/`) or its `checkpoints/` directory.
@@ -35,25 +36,26 @@ def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
       step: the checkpoint to load instead of the newest.
 
     Returns:
-      (module, cfg): a `BertForPreTraining`, `GPTLanguageModel` or
-      `EncoderDecoderTransformer` with the trained parameters, and the run's `Config`.
+      (module, cfg, step): a `BertForPreTraining`, `GPTLanguageModel` or
+      `EncoderDecoderTransformer` with the trained parameters, the run's `Config`, and the
+      step loaded.
 
     Raises:
-      FileNotFoundError: no checkpoint under `path` (or not `step`).
+      FileNotFoundError: no readable checkpoint under `path` (or not `step`).
       ValueError: a fine-tuning run (load it with `load_classifier`).
     """
-    manager, step, saved = open_checkpoint(path, step)
-    if "labels" in saved:
-        manager.close()
-        raise ValueError(f"{path} is a fine-tuned classifier; use python -m jaxlm.classify")
-    cfg = from_dict(Config, saved)
     mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig(data=-1))
-    setup = setup_state(cfg.model, cfg.train.seed, optim.make_optimizer(cfg.train), mesh)
-    params = restore_params(manager, step, setup.abstract)
-    manager.close()
+
+    def build(saved: dict):
+        if "labels" in saved:
+            raise ValueError(f"{path} is a fine-tuned classifier; use python -m jaxlm.classify")
+        cfg = from_dict(Config, saved)
+        return setup_state(cfg.model, cfg.train.seed, optim.make_optimizer(cfg.train), mesh)
+
+    params, setup, step, saved = restore_newest(path, build, step)
     module = merge(setup.model, params, setup.fixed)
     module.eval()
-    return module, cfg
+    return module, from_dict(Config, saved), step
 
 
 def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int | None = None):
@@ -67,7 +69,7 @@ def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int |
       FileNotFoundError: no checkpoint, or no tokenizer.json in the run directory.
       ValueError: the run holds another kind of model.
     """
-    module, cfg = load_for_inference(path, step=step)
+    module, cfg, _ = load_for_inference(path, step=step)
     if cfg.model.kind not in kinds:
         raise ValueError(f"{path} holds a {cfg.model.kind!r} model; {purpose} needs "
                          f"model.kind {' or '.join(kinds)}")
@@ -132,10 +134,11 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
             raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the "
                                     f"model")
     else:
-        manager, step, _ = open_checkpoint(directory, step)
-        manager.close()
-        module, cfg, tokenizer_path = load_run(directory, ("bert",), "fine-tuning", step)
-        config = cfg.model
+        module, cfg, step = load_for_inference(directory, step=step)
+        if cfg.model.kind != "bert":
+            raise ValueError(f"{directory} holds a {cfg.model.kind!r} model; fine-tuning needs "
+                             f"model.kind bert")
+        config, tokenizer_path = cfg.model, run_tokenizer(directory, "train.py")
     weights = {"bert." + ".".join(map(str, k)): np.asarray(v.get_value())
                for k, v in nnx.to_flat_state(nnx.state(module.bert, nnx.Param))}
     return Pretrained(config, weights, Path(tokenizer_path), directory, step)
@@ -166,25 +169,30 @@ def load_classifier(path: str | Path, mesh=None):
       (module, labels, tokenizer_path, max_seq_length).
 
     Raises:
-      FileNotFoundError: no checkpoint or no tokenizer.json in the run directory.
+      FileNotFoundError: no readable checkpoint or no tokenizer.json in the run directory.
       ValueError: a run that is not a fine-tuned classifier.
     """
-    manager, step, saved = open_checkpoint(path)
-    if "labels" not in saved:
-        manager.close()
-        raise ValueError(f"{path} is not a fine-tuned classifier (no labels saved); "
-                         f"train one with python -m jaxlm.finetune")
-    labels = tuple(saved.pop("labels"))
-    model_cfg = from_dict(ModelConfig, saved.pop("model"))
-    base = saved.pop("base", None)
-    cfg = from_dict(FinetuneConfig, saved)
-    mesh = mesh if mesh is not None else sharding.make_mesh(
-        dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
-    task = classify_task(len(labels), cfg.finetune.classifier_dropout)
-    setup = setup_state(model_cfg, cfg.train.seed, optim.make_optimizer(cfg.train), mesh,
-                        task, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
-    params = restore_params(manager, step, setup.abstract)
-    manager.close()
+
+    def parts(saved: dict):
+        if "labels" not in saved:
+            raise ValueError(f"{path} is not a fine-tuned classifier (no labels saved); "
+                             f"train one with python -m jaxlm.finetune")
+        saved = dict(saved)
+        labels = tuple(saved.pop("labels"))
+        model_cfg = from_dict(ModelConfig, saved.pop("model"))
+        base = saved.pop("base", None)
+        return labels, model_cfg, base, from_dict(FinetuneConfig, saved)
+
+    def build(saved: dict):
+        labels, model_cfg, _, cfg = parts(saved)
+        devices = mesh if mesh is not None else sharding.make_mesh(
+            dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
+        task = classify_task(len(labels), cfg.finetune.classifier_dropout)
+        return setup_state(model_cfg, cfg.train.seed, optim.make_optimizer(cfg.train), devices,
+                           task, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
+
+    params, setup, _, saved = restore_newest(path, build)
+    labels, model_cfg, base, cfg = parts(saved)
     fixed = setup.fixed
     if model_cfg.lora_rank:  # the frozen encoder is not in the checkpoint: reload it
         pretrained = load_base(base, cfg.init_from, path)

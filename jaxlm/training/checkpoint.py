@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import time
+import typing
 from pathlib import Path
 
 import grain
@@ -156,7 +157,7 @@ class Checkpointer:
             try:
                 state = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))["state"]
-                self._verify(step, state)
+                verify(self.manager, self.directory, step, state)
                 if not changed:
                     self.manager.restore(step, args=ocp.args.Composite(
                         data=grain.checkpoint.CheckpointRestore(data_iterator)))
@@ -175,20 +176,6 @@ class Checkpointer:
             log.info("resumed from %s", where)
             return state
         return None
-
-    def _verify(self, step: int, state) -> None:
-        """Raises CorruptCheckpoint when the restored arrays do not match the checksums saved
-        with them, or hold NaN or inf (checkpoints older than the checksums)."""
-        checksums, bad = integrity.summarize(state)
-        if (self.directory / str(step) / "integrity").is_dir():
-            saved = self.manager.restore(step, args=ocp.args.Composite(
-                integrity=ocp.args.JsonRestore()))["integrity"]["checksums"]
-            changed = integrity.mismatches(saved, checksums)
-            if changed:
-                raise CorruptCheckpoint(f"{len(changed)} arrays do not match their checksums "
-                                        f"({', '.join(changed[:3])})")
-        if bad:
-            raise CorruptCheckpoint(f"NaN or inf in {', '.join(bad[:3])}")
 
     def _set_aside(self, step: int, error: Exception) -> None:
         """Moves an unreadable checkpoint out of the way, keeping its files."""
@@ -255,12 +242,26 @@ def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
         )
 
 
-def open_checkpoint(path: str | Path, step: int | None = None):
-    """A read-only manager over `path` (a run directory or its checkpoints/), the step
-    (default: the newest) and that step's saved config (a dict).
+def verify(manager, directory: Path, step: int, state) -> None:
+    """Raises CorruptCheckpoint when the restored arrays of checkpoint `step` do not match the
+    checksums saved with them, or hold NaN or inf (checkpoints older than the checksums)."""
+    checksums, bad = integrity.summarize(state)
+    if (directory / str(step) / "integrity").is_dir():
+        saved = manager.restore(step, args=ocp.args.Composite(
+            integrity=ocp.args.JsonRestore()))["integrity"]["checksums"]
+        changed = integrity.mismatches(saved, checksums)
+        if changed:
+            raise CorruptCheckpoint(f"{len(changed)} arrays do not match their checksums "
+                                    f"({', '.join(changed[:3])})")
+    if bad:
+        raise CorruptCheckpoint(f"NaN or inf in {', '.join(bad[:3])}")
+
+
+def _open_manager(path: str | Path):
+    """A read-only manager over `path`, a run directory or its checkpoints/.
 
     Raises:
-      FileNotFoundError: no checkpoint under `path`, or not the given step.
+      FileNotFoundError: no checkpoint there.
     """
     directory = Path(path).absolute()
     if (directory / "checkpoints").is_dir():
@@ -273,20 +274,78 @@ def open_checkpoint(path: str | Path, step: int | None = None):
     manager = ocp.CheckpointManager(
         directory, item_names=ITEMS,
         options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    if manager.latest_step() is None:
+        manager.close()
+        raise missing
+    return manager
+
+
+def open_checkpoint(path: str | Path, step: int | None = None):
+    """A read-only manager over `path` (a run directory or its checkpoints/), the step
+    (default: the newest) and that step's saved config (a dict).
+
+    Raises:
+      FileNotFoundError: no checkpoint under `path`, or not the given step.
+    """
+    manager = _open_manager(path)
+    directory = Path(manager.directory)
     if step is not None and step not in manager.all_steps():
         manager.close()
         raise FileNotFoundError(f"{path}: step {step} is no longer there (it holds steps "
                                 f"{sorted(manager.all_steps())})")
     step = manager.latest_step() if step is None else step
-    if step is None:
-        raise missing
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     log.info("loading step %d from %s", step, directory)
     return manager, step, saved["config"]
 
 
 def restore_params(manager, step: int, abstract_state):
-    """The trained parameters of checkpoint `step`, placed like `abstract_state.params`."""
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"].params
+    """The trained parameters of checkpoint `step`, placed like `abstract_state.params`.
+
+    Raises:
+      CorruptCheckpoint: the arrays do not match their checksums.
+    """
+    state = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))["state"]
+    verify(manager, Path(manager.directory), step, state)
+    return state.params
+
+
+def restore_newest(path: str | Path, build: typing.Callable[[dict], typing.Any],
+                   step: int | None = None):
+    """The parameters of the newest checkpoint under `path` (or of `step`) that reads and
+    matches its checksums, trying older ones with a warning line each, as training does.
+
+    Args:
+      build: saved config -> the StateSetup to restore onto; what it raises is passed on.
+
+    Returns:
+      (params, setup, step, saved config).
+
+    Raises:
+      FileNotFoundError: no checkpoint, or none that reads.
+    """
+    manager = _open_manager(path)
+    tried = []
+    try:
+        for candidate in [step] if step is not None else sorted(manager.all_steps())[::-1]:
+            try:
+                saved = manager.restore(candidate, args=ocp.args.Composite(
+                    config=ocp.args.JsonRestore()))["config"]
+            except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is skipped
+                tried.append(_unreadable(path, candidate, e))
+                continue
+            setup = build(saved)
+            try:
+                return restore_params(manager, candidate, setup.abstract), setup, candidate, saved
+            except Exception as e:  # noqa: BLE001
+                tried.append(_unreadable(path, candidate, e))
+    finally:
+        manager.close()
+    raise FileNotFoundError(f"{path}: no readable checkpoint ({'; '.join(tried)})")
+
+
+def _unreadable(path, step: int, error: Exception) -> str:
+    reason = f"step {step}: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    log.warning("%s, %s; trying the previous checkpoint", path, reason)
+    return reason
