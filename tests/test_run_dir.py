@@ -159,3 +159,17 @@ def test_inference_falls_back_past_an_unreadable_checkpoint(run_overrides, tmp_p
     assert fill_mask_cli.main(argv) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path}: no readable checkpoint (step 2: " in err and "Traceback" not in err
+
+
+def test_an_unreadable_checkpoint_costs_one_warning_line(run_overrides, tmp_path):
+    """The failed read of a damaged checkpoint is reported once, not as a traceback per
+    pending TensorStore read (about 850 lines before)."""
+    _run(run_overrides, tmp_path, "train.steps=2", "train.checkpoint_every=1")
+    state = tmp_path / "checkpoints" / "2" / "state"
+    (state / "manifest.ocdbt").unlink()
+    shutil.rmtree(state / "d")
+    proc = _train_py(tmp_path, run_overrides, "train.steps=3")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert out.count("is unreadable") == 1, out
+    assert "Traceback" not in out and "Event loop is closed" not in out, out

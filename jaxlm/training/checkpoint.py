@@ -19,10 +19,12 @@ for BERT, next token for GPT).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
+import sys
 import time
 import typing
 from pathlib import Path
@@ -47,6 +49,29 @@ ITEMS = ("state", "data", "config", "integrity")
 
 class CorruptCheckpoint(ValueError):
     """A checkpoint that reads, but not as it was written."""
+
+
+@contextlib.contextmanager
+def _closed_loop_callbacks_ignored() -> typing.Iterator[None]:
+    """A restore that fails leaves TensorStore reads whose callbacks reach Orbax's closed event
+    loop, each printing an "Event loop is closed" traceback or an unretrieved future's error;
+    the failure itself is reported in one line."""
+    previous = sys.unraisablehook
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    asyncio_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        asyncio_log.setLevel(level)
 
 
 class Checkpointer:
@@ -105,6 +130,7 @@ class Checkpointer:
         best = {key: metrics[key]} if metrics and key in metrics else None
         self.manager.save(step, args=args, metrics=best, force=True)
 
+    @_closed_loop_callbacks_ignored()
     def restore(self, abstract_state, data_iterator, model_cfg: ModelConfig,
                 data_order: dict | None = None, base: dict | None = None):
         """Restores the newest readable checkpoint onto the shardings of `abstract_state`.
@@ -311,6 +337,7 @@ def restore_params(manager, step: int, abstract_state):
     return state.params
 
 
+@_closed_loop_callbacks_ignored()
 def restore_newest(path: str | Path, build: typing.Callable[[dict], typing.Any],
                    step: int | None = None):
     """The parameters of the newest checkpoint under `path` (or of `step`) that reads and
