@@ -32,10 +32,11 @@ def export(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Pat
                               f"files in it")
     manager, _, saved = open_checkpoint(run_dir)
     manager.close()
+    labels = None
     if "labels" in saved:
         model, labels, tokenizer_path, _ = load_classifier(run_dir)
     else:
-        (model, _, tokenizer_path), labels = load_run(run_dir, ("bert",), "export"), None
+        model, _, tokenizer_path = load_run(run_dir, ("bert",), "export")
     if out.is_dir():
         for stale in (p for pattern in WEIGHT_FILES for p in out.glob(pattern)):
             stale.unlink()
