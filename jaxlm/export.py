@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jaxlm.hf.bert import save_pretrained, save_tokenizer
 from jaxlm.inference.load import load_classifier, load_run
-from jaxlm.training.checkpoint import open_checkpoint
+from jaxlm.training.checkpoint import open_latest
 
 # Weight files transformers would load instead of, or beside, the exported model.safetensors.
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.h5", "*.msgpack", "*.index.json")
@@ -30,7 +30,7 @@ def export(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Pat
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; pass --overwrite to replace the model "
                               f"files in it")
-    manager, _, saved = open_checkpoint(run_dir)
+    manager, _, saved = open_latest(run_dir)
     manager.close()
     labels = None
     if "labels" in saved:

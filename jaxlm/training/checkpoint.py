@@ -306,22 +306,17 @@ def _open_manager(path: str | Path):
     return manager
 
 
-def open_checkpoint(path: str | Path, step: int | None = None):
-    """A read-only manager over `path` (a run directory or its checkpoints/), the step
-    (default: the newest) and that step's saved config (a dict).
+def open_latest(path: str | Path):
+    """A read-only manager over `path` (a run directory or its checkpoints/), the newest
+    step and that step's saved config (a dict).
 
     Raises:
-      FileNotFoundError: no checkpoint under `path`, or not the given step.
+      FileNotFoundError: no checkpoint under `path`.
     """
     manager = _open_manager(path)
-    directory = Path(manager.directory)
-    if step is not None and step not in manager.all_steps():
-        manager.close()
-        raise FileNotFoundError(f"{path}: step {step} is no longer there (it holds steps "
-                                f"{sorted(manager.all_steps())})")
-    step = manager.latest_step() if step is None else step
+    step = manager.latest_step()
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    log.info("loading step %d from %s", step, directory)
+    log.info("loading step %d from %s", step, manager.directory)
     return manager, step, saved["config"]
 
 
