@@ -63,7 +63,7 @@ def test_buckets_and_errors(hf_dir):
 
 def test_command_line(hf_dir, tmp_path, capsys):
     """On a Hugging Face directory; a jaxlm run directory goes through the same
-    `checkpoint.load_for_inference` as generation (tests/test_generate.py)."""
+    `inference.load.load_for_inference` as generation (tests/test_generate.py)."""
     assert fill_mask_cli.main(["--checkpoint", str(hf_dir[0]), "--top-k", "2",
                            "to [MASK] or", "[MASK] is the [MASK]"]) == 0
     out = capsys.readouterr().out.splitlines()
