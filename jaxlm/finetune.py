@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics.setup_logging()
     try:
         results = run(load(args.config, args.overrides, cls=FinetuneConfig))
-    except (ConfigError, DataError, NonFiniteError, FileNotFoundError, ValueError,
-            RunDirInUse, metrics.MetricsFileError) as e:
+    except (ConfigError, DataError, NonFiniteError, OSError, ValueError, RunDirInUse,
+            metrics.MetricsFileError) as e:  # OSError: a full disk, a read-only run_dir, ...
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:

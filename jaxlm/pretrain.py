@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics.setup_logging()
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, data.DataError, NonFiniteError, FileNotFoundError, RunDirInUse,
-            metrics.MetricsFileError) as e:
+    except (ConfigError, data.DataError, NonFiniteError, OSError, RunDirInUse,
+            metrics.MetricsFileError) as e:  # OSError: a full disk, a read-only run_dir, ...
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:

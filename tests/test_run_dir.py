@@ -173,3 +173,14 @@ def test_an_unreadable_checkpoint_costs_one_warning_line(run_overrides, tmp_path
     assert proc.returncode == 0, out
     assert out.count("is unreadable") == 1, out
     assert "Traceback" not in out and "Event loop is closed" not in out, out
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_line(run_overrides, tmp_path):
+    """File-system errors (here: run_dir inside a file; a full disk or a read-only directory
+    raise the same OSError family) end the run with one line naming the path, exit 1."""
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = _train_py(tmp_path / "notes.txt" / "run", run_overrides, "train.steps=1")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out
+    assert f"{tmp_path / 'notes.txt' / 'run'}" in out and "Traceback" not in out, out
+    assert (tmp_path / "notes.txt").read_text() == "mine"
