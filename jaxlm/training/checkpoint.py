@@ -165,12 +165,12 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 self._set_aside(step, e)
                 continue
+            where = self.directory / str(step)
             if ("labels" in saved) != self.finetuning:
                 held, wanted = (("a fine-tuning", "pretraining") if "labels" in saved
                                 else ("a pretraining", "fine-tuning"))
-                raise ConfigError(f"{self.directory / str(step)} holds {held} run; use another "
-                                  f"run_dir for {wanted}. Nothing was changed.")
-            where = self.directory / str(step)
+                raise ConfigError(f"{where} holds {held} run; use another run_dir for "
+                                  f"{wanted}. Nothing was changed.")
             check_same_model(saved.get("model", {}), model_cfg, where)
             other_base = changed_settings(saved, base or {})
             if other_base:
@@ -206,9 +206,8 @@ class Checkpointer:
     def _set_aside(self, step: int, error: Exception) -> None:
         """Moves an unreadable checkpoint out of the way, keeping its files."""
         target = self.quarantine / f"{step}-{int(time.time())}"
-        log.warning("checkpoint %s is unreadable (%s: %s); moving it to %s and trying the "
-                    "previous one", self.directory / str(step), type(error).__name__,
-                    str(error).splitlines()[0][:300] if str(error) else "", target)
+        log.warning("checkpoint %s is unreadable (%s); moving it to %s and trying the "
+                    "previous one", self.directory / str(step), _summary(error), target)
         if jax.process_index() == 0:
             self.quarantine.mkdir(parents=True, exist_ok=True)
             shutil.move(str(self.directory / str(step)), str(target))
@@ -236,6 +235,12 @@ def changed_settings(saved: dict, current: dict) -> list[str]:
         if json.loads(json.dumps(value)) != before:  # tuples are saved as lists
             changed.append(f"{key}: saved {before!r}, now {value!r}")
     return changed
+
+
+def _summary(error: BaseException) -> str:
+    """"Type: first line of the message", for one log line about a checkpoint."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _cannot_continue(where, reason: str) -> ConfigError:
@@ -368,6 +373,6 @@ def restore_newest(path: str | Path, build: typing.Callable[[dict], typing.Any],
 
 
 def _unreadable(path, step: int, error: Exception) -> str:
-    reason = f"step {step}: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    reason = f"step {step}: {_summary(error)}"
     log.warning("%s, %s; trying the previous checkpoint", path, reason)
     return reason
