@@ -6,7 +6,8 @@ Each step directory holds four items:
                arrays; each host writes its own shards, restore reshards onto any mesh)
     data       each host's data-iterator position (Grain), so the next batch is the right one
     config     the run's whole config as JSON, to refuse resuming a different model
-    integrity  a checksum of every state array (`integrity`), checked on restore
+    integrity  a checksum of every state array (`integrity`) and a CRC-32 of each host's
+               data-iterator position, checked on restore
 
 Saves are asynchronous (a background thread writes while training goes on) and atomic
 (written to a temporary directory, renamed when complete), so a killed run leaves either a
@@ -27,10 +28,12 @@ import shutil
 import sys
 import time
 import typing
+import zlib
 from pathlib import Path
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
@@ -124,7 +127,8 @@ class Checkpointer:
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(data_iterator),
             config=ocp.args.JsonSave(config),
-            integrity=ocp.args.JsonSave({"checksums": checksums}),
+            integrity=ocp.args.JsonSave({"checksums": checksums,
+                                         "data_crc32": _iterator_crc32s(data_iterator)}),
         )
         key = self.best_metric
         best = {key: metrics[key]} if metrics and key in metrics else None
@@ -158,6 +162,7 @@ class Checkpointer:
           ConfigError: the checkpoint holds a different model or base, or its data order
             cannot continue (without `train.restart_data`).
         """
+        start = data_iterator.get_state()
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 saved = self.manager.restore(step, args=ocp.args.Composite(
@@ -183,13 +188,15 @@ class Checkpointer:
             try:
                 state = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))["state"]
-                verify(self.manager, self.directory, step, state)
+                verify(self.manager, step, state)
                 if not changed:
                     self.manager.restore(step, args=ocp.args.Composite(
                         data=grain.checkpoint.CheckpointRestore(data_iterator)))
+                    _verify_iterator(self.manager, step, data_iterator)
             except Exception as e:  # noqa: BLE001 - unreadable unless Grain says it mismatches
                 reason = _iterator_mismatch(e)
                 if reason is None:
+                    data_iterator.set_state(start)  # not at a damaged checkpoint's position
                     self._set_aside(step, e)
                     continue
                 if not self.restart_data:
@@ -273,19 +280,41 @@ def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
         )
 
 
-def verify(manager, directory: Path, step: int, state) -> None:
+def _saved_integrity(manager, step: int) -> dict:
+    """Checkpoint `step`'s integrity item; {} for checkpoints older than it."""
+    if not (Path(manager.directory) / str(step) / "integrity").is_dir():
+        return {}
+    return manager.restore(step, args=ocp.args.Composite(
+        integrity=ocp.args.JsonRestore()))["integrity"]
+
+
+def verify(manager, step: int, state) -> None:
     """Raises CorruptCheckpoint when the restored arrays of checkpoint `step` do not match the
-    checksums saved with them, or hold NaN or inf (checkpoints older than the checksums)."""
+    checksums saved with them, or hold NaN or inf."""
     checksums, bad = integrity.summarize(state)
-    if (directory / str(step) / "integrity").is_dir():
-        saved = manager.restore(step, args=ocp.args.Composite(
-            integrity=ocp.args.JsonRestore()))["integrity"]["checksums"]
-        changed = integrity.mismatches(saved, checksums)
-        if changed:
-            raise CorruptCheckpoint(f"{len(changed)} arrays do not match their checksums "
-                                    f"({', '.join(changed[:3])})")
+    changed = integrity.mismatches(_saved_integrity(manager, step).get("checksums", {}),
+                                   checksums)
+    if changed:
+        raise CorruptCheckpoint(f"{len(changed)} arrays do not match their checksums "
+                                f"({', '.join(changed[:3])})")
     if bad:
         raise CorruptCheckpoint(f"NaN or inf in {', '.join(bad[:3])}")
+
+
+def _iterator_crc32s(data_iterator) -> list[int]:
+    """The CRC-32 of every process's data-iterator state, indexed by process."""
+    crc = np.uint32(zlib.crc32(data_iterator.get_state()))
+    if jax.process_count() == 1:
+        return [int(crc)]
+    return [int(c) for c in multihost_utils.process_allgather(crc)]
+
+
+def _verify_iterator(manager, step: int, data_iterator) -> None:
+    """Raises CorruptCheckpoint when the restored data-iterator position of this process is
+    not the one saved (its JSON can change and still parse, e.g. one digit of a position)."""
+    saved = _saved_integrity(manager, step).get("data_crc32")
+    if saved is not None and saved[jax.process_index()] != zlib.crc32(data_iterator.get_state()):
+        raise CorruptCheckpoint("the data-iterator position does not match its CRC-32")
 
 
 def _open_manager(path: str | Path):
@@ -333,7 +362,7 @@ def restore_params(manager, step: int, abstract_state):
     """
     state = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))["state"]
-    verify(manager, Path(manager.directory), step, state)
+    verify(manager, step, state)
     return state.params
 
 

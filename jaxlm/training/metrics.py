@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -104,7 +105,7 @@ class MetricsLogger:
             _set_aside_history(Path(run_dir))
         elif self.path.exists():
             kept = [line for line in lines if line["step"] <= start_step]
-            self.path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+            _replace(self.path, "".join(json.dumps(line) + "\n" for line in kept))
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -195,6 +196,13 @@ def read_lines(path: Path) -> list[dict]:
                                        f"remove the line") from None
             log.warning("%s:%d: dropping a torn last line (%r)", path, number, text[:80])
     return lines
+
+
+def _replace(path: Path, text: str) -> None:
+    """Writes `path` whole or not at all (a kill mid-write leaves the old file)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def _set_aside_history(run_dir: Path) -> None:
