@@ -5,11 +5,12 @@ import logging
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from jaxlm import data
 from jaxlm.config import ConfigError, MeshConfig, TrainConfig, load
-from jaxlm.training import optim, sharding
+from jaxlm.training import checkpoint, optim, sharding
 from jaxlm.training.checkpoint import Checkpointer
 from jaxlm.training.state import setup_state
 
@@ -90,3 +91,26 @@ def test_a_different_model_or_kind_of_run_is_refused(setup, tmp_path):
         Checkpointer(tmp_path, TrainConfig(), finetuning=True).restore(
             state_setup.abstract, batches, model_cfg)
     assert (tmp_path / "checkpoints" / "1").is_dir()  # left where it was
+
+
+def test_inference_reads_the_parameters_only(setup, tmp_path):
+    """`restore_params` reads no optimizer state: a checkpoint whose optimizer state has
+    another structure than the one this setup would build (so a whole-state restore fails)
+    still gives its parameters, checked against their checksums."""
+    cfg, model_cfg, on = setup
+    state_setup, batches = on(MeshConfig(data=8))
+    state = state_setup.init()
+    other = dataclasses.replace(state, opt_state={"momentum": state.params})
+    saver = Checkpointer(tmp_path, TrainConfig(async_checkpoint=False))
+    saver.save(1, other, batches, {"model": dataclasses.asdict(model_cfg)})
+    saver.close()
+    whole = checkpoint._open_manager(tmp_path)
+    with pytest.raises(ValueError):
+        whole.restore(1, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(state_setup.abstract)))
+    whole.close()
+    manager = checkpoint._open_manager(tmp_path)
+    params = checkpoint.restore_params(manager, 1, state_setup.abstract)
+    manager.close()
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -41,6 +41,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from jaxlm.config import ConfigError, ModelConfig, TrainConfig
 from jaxlm.training import integrity
 from jaxlm.training.integrity import NonFiniteError
+from jaxlm.training.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -289,8 +290,8 @@ def _saved_integrity(manager, step: int) -> dict:
 
 
 def verify(manager, step: int, state) -> None:
-    """Raises CorruptCheckpoint when the restored arrays of checkpoint `step` do not match the
-    checksums saved with them, or hold NaN or inf."""
+    """Raises CorruptCheckpoint when the restored arrays of checkpoint `step` (all of its state,
+    or the fields not None) do not match the checksums saved with them, or hold NaN or inf."""
     checksums, bad = integrity.summarize(state)
     changed = integrity.mismatches(_saved_integrity(manager, step).get("checksums", {}),
                                    checksums)
@@ -355,15 +356,19 @@ def open_latest(path: str | Path):
 
 
 def restore_params(manager, step: int, abstract_state):
-    """The trained parameters of checkpoint `step`, placed like `abstract_state.params`.
+    """The trained parameters of checkpoint `step`, placed like `abstract_state.params`; the
+    optimizer state is not read (inference needs none of it, and it is twice their size).
 
     Raises:
       CorruptCheckpoint: the arrays do not match their checksums.
     """
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))["state"]
-    verify(manager, step, state)
-    return state.params
+    item = {"params": abstract_state.params}
+    params = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))["state"]["params"]
+    verify(manager, step, TrainState(params=params, opt_state=None, step=None, rng=None,
+                                     skipped=None, bad_streak=None))
+    return params
 
 
 @_closed_loop_callbacks_ignored()

@@ -59,5 +59,8 @@ def summarize(tree) -> tuple[dict[str, int], list[str]]:
 
 
 def mismatches(saved: dict[str, int], restored: dict[str, int]) -> list[str]:
-    """Names of the arrays whose restored checksum is not the saved one."""
-    return [name for name, value in saved.items() if restored.get(name) != value]
+    """Names of the restored arrays whose checksum is not the saved one (none when nothing
+    was saved: checkpoints older than the checksums)."""
+    if not saved:
+        return []
+    return [name for name, value in restored.items() if saved.get(name) != value]
