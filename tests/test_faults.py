@@ -170,3 +170,26 @@ def test_a_data_position_that_still_parses_is_caught(unbroken, tmp_path, main):
     assert code == 0, out
     assert "data-iterator position does not match its CRC-32" in out
     assert _lines(tmp_path) == _lines(unbroken)
+
+
+# Writes past 98 KiB per file fail with EFBIG, as on a full disk (no mount needed); SIGXFSZ
+# ignored makes it an error, not a kill.
+FILE_SIZE_LIMIT = ["bash", "-c", "ulimit -f 98; trap '' XFSZ; exec \"$@\"", "--"]
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing(run_overrides, unbroken,
+                                                                 tmp_path):
+    """The first checkpoint's larger array files cannot be written: the run stops with one
+    line naming the directory and the OS error, exit 1; the same command with room again
+    trains the whole run, bit for bit."""
+    proc = _train_py(tmp_path, run_overrides, *ARGS, env={"JAX_ENABLE_COMPILATION_CACHE": "0"},
+                     launcher=FILE_SIZE_LIMIT)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert f"writing a checkpoint under {tmp_path / 'checkpoints'} failed" in errors[-1], out
+    assert "File too large" in errors[-1] and "Traceback" not in out, out
+    assert len(out.splitlines()) < 25, out
+    again = _train_py(tmp_path, run_overrides, *ARGS)
+    assert again.wait(300) == 0, again.stdout.read()
+    assert _lines(tmp_path) == _lines(unbroken)

@@ -28,12 +28,13 @@ def _train_losses(run_dir) -> dict[int, float]:
     return {d["step"]: d["loss"] for d in lines if "loss" in d}
 
 
-def _train_py(run_dir, overrides, *extra, env=None, **popen):
-    """Starts `python train.py` on 8 fake CPU devices."""
+def _train_py(run_dir, overrides, *extra, env=None, launcher=(), **popen):
+    """Starts `python train.py` on 8 fake CPU devices (through `launcher`, a command prefix)."""
     env = {**os.environ, **(env or {})}
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
     return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *overrides, f"run_dir={run_dir}", *extra],
+        [*launcher, sys.executable, str(REPO / "train.py"), *overrides, f"run_dir={run_dir}",
+         *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 

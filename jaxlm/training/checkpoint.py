@@ -39,7 +39,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxlm.config import ConfigError, ModelConfig, TrainConfig
-from jaxlm.training import integrity
+from jaxlm.training import integrity, metrics
 from jaxlm.training.integrity import NonFiniteError
 from jaxlm.training.state import TrainState
 
@@ -55,27 +55,35 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint that reads, but not as it was written."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a lost mount, ...); the ones before it
+    are intact, and the partial one is a temporary directory the next run removes."""
+
+
+@contextlib.contextmanager
+def _writing(directory: Path) -> typing.Iterator[None]:
+    """Reports a failed write, which Orbax raises from its save threads as any exception type
+    (a full disk is a ValueError), as one CheckpointWriteError naming the directory."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - whatever the storage layer raised
+        reason = (str(e).splitlines() or [type(e).__name__])[0]  # the OS error ends the line
+        raise CheckpointWriteError(f"writing a checkpoint under {directory} failed; the earlier "
+                                   f"checkpoints are intact ({reason})") from e
+
+
 @contextlib.contextmanager
 def _closed_loop_callbacks_ignored() -> typing.Iterator[None]:
     """A restore that fails leaves TensorStore reads whose callbacks reach Orbax's closed event
     loop, each printing an "Event loop is closed" traceback or an unretrieved future's error;
     the failure itself is reported in one line."""
-    previous = sys.unraisablehook
-    asyncio_log = logging.getLogger("asyncio")
-    level = asyncio_log.level
-
-    def hook(unraisable):
-        if not (isinstance(unraisable.exc_value, RuntimeError)
-                and str(unraisable.exc_value) == "Event loop is closed"):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    asyncio_log.setLevel(logging.CRITICAL)
+    previous, asyncio_level = sys.unraisablehook, logging.getLogger("asyncio").level
+    metrics.ignore_closed_loop_callbacks()
     try:
         yield
     finally:
         sys.unraisablehook = previous
-        asyncio_log.setLevel(level)
+        logging.getLogger("asyncio").setLevel(asyncio_level)
 
 
 class Checkpointer:
@@ -133,7 +141,8 @@ class Checkpointer:
         )
         key = self.best_metric
         best = {key: metrics[key]} if metrics and key in metrics else None
-        self.manager.save(step, args=args, metrics=best, force=True)
+        with _writing(self.directory):
+            self.manager.save(step, args=args, metrics=best, force=True)
 
     @_closed_loop_callbacks_ignored()
     def restore(self, abstract_state, data_iterator, model_cfg: ModelConfig,
@@ -224,11 +233,14 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until every started save is on disk."""
-        self.manager.wait_until_finished()
+        with _writing(self.directory):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:

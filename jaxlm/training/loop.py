@@ -127,8 +127,10 @@ def train_loop(train_cfg: TrainConfig, state: TrainState, fixed: Fixed,
                 if eval_line is not None:
                     logger.restart_clock(step)
     finally:
-        checkpoints.close()
-        logger.close()
+        try:
+            checkpoints.close()
+        finally:
+            logger.close()
     summary["state"] = state
     return summary
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -239,3 +240,28 @@ def setup_logging() -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     root.propagate = False
+    logging.getLogger("absl").addFilter(_first_line_only)
+    ignore_closed_loop_callbacks()
+
+
+def ignore_closed_loop_callbacks() -> None:
+    """Silences the callbacks that reach Orbax's closed event loop after a failed read or
+    write of a checkpoint (an "Event loop is closed" traceback or an unretrieved future's
+    error each, hundreds per checkpoint); jaxlm reports the failure itself."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError)
+                and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
+def _first_line_only(record: logging.LogRecord) -> bool:
+    """Keeps the first line of a library's log record, without its traceback: Orbax logs a
+    failed background save once per thread; jaxlm reports the failure itself in one line."""
+    record.msg, record.args = (record.getMessage().splitlines() or [""])[0][:300], ()
+    record.exc_info = record.exc_text = record.stack_info = None
+    return True
