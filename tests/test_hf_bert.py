@@ -217,3 +217,43 @@ def test_qk_norm_model_is_not_exported(tiny_config, tmp_path):
 def test_export_needs_a_run(tmp_path):
     assert export.main(["--checkpoint", str(tmp_path / "none"), "--out",
                     str(tmp_path / "out")]) == 1
+
+
+@pytest.mark.parametrize("architecture", ["BertForSequenceClassification",
+                                          "BertForTokenClassification",
+                                          "BertForQuestionAnswering"])
+def test_fine_tuning_heads_match_transformers_both_ways(architecture, tmp_path):
+    """A random-init transformers head loads into the jaxlm head with the same logits
+    (within 1e-5), and jaxlm's export of it loads back into transformers, equal again."""
+    qa = architecture == "BertForQuestionAnswering"
+    label_maps = {} if qa else {"id2label": {i: f"T{i}" for i in range(5)},
+                            "label2id": {f"T{i}": i for i in range(5)}}
+    config = transformers.BertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, **label_maps)
+    torch.manual_seed(0)
+    theirs = getattr(transformers, architecture)(config).eval()
+    theirs.save_pretrained(tmp_path / "theirs")
+    ids, types, mask = _padded_batch(99)
+
+    def torch_logits(model):
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor(ids), token_type_ids=torch.tensor(types),
+                        attention_mask=torch.tensor(mask))
+        if qa:
+            return np.stack([out.start_logits.numpy(), out.end_logits.numpy()])
+        return out.logits.numpy()
+
+    model, labels = hf.from_pretrained_head(tmp_path / "theirs")
+    ours = model(jnp.asarray(ids), jnp.asarray(types), jnp.asarray(mask))
+    ours = np.stack([np.asarray(x) for x in ours]) if isinstance(ours, tuple) else ours
+    expected = torch_logits(theirs)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    assert labels == (None if qa else tuple(f"T{i}" for i in range(5)))
+
+    hf.save_pretrained(model, model.config, tmp_path / "ours", labels)
+    back = getattr(transformers, architecture).from_pretrained(tmp_path / "ours").eval()
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["architectures"] == [
+        architecture]
+    np.testing.assert_allclose(torch_logits(back), expected, atol=1e-5)

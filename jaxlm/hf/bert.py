@@ -22,7 +22,12 @@ from safetensors.numpy import save
 from jaxlm.config import ModelConfig
 from jaxlm.data import load_tokenizer
 from jaxlm.hf.common import expand_table, load_arrays
-from jaxlm.models.bert import BertForPreTraining, BertForSequenceClassification
+from jaxlm.models.bert import (
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from jaxlm.nn.layers import Linear
 
 # Hugging Face name -> jaxlm parameter path, and how the array is laid out on each side.
@@ -70,11 +75,25 @@ TABLE: tuple[tuple[str, str, str], ...] = (
     ("cls.seq_relationship.bias", "nsp_head.dense.bias", "same"),
 )
 
-# BertForSequenceClassification: the encoder rows of TABLE and the classifier.
-CLASSIFIER_TABLE = tuple(row for row in TABLE if row[0].startswith("bert.")) + (
-    ("classifier.weight", "classifier.kernel", "dense"),
-    ("classifier.bias", "classifier.bias", "same"),
+# The fine-tuning heads: the encoder rows of TABLE (without the pooler for the heads that
+# read every position, as transformers builds them) and the head's own.
+_ENCODER = tuple(row for row in TABLE if row[0].startswith("bert."))
+_CLASSIFIER = (("classifier.weight", "classifier.kernel", "dense"),
+               ("classifier.bias", "classifier.bias", "same"))
+CLASSIFIER_TABLE = _ENCODER + _CLASSIFIER
+TAGGER_TABLE = tuple(row for row in _ENCODER if "pooler" not in row[0]) + _CLASSIFIER
+QA_TABLE = tuple(row for row in _ENCODER if "pooler" not in row[0]) + (
+    ("qa_outputs.weight", "qa_outputs.kernel", "dense"),
+    ("qa_outputs.bias", "qa_outputs.bias", "same"),
 )
+
+# jaxlm module -> the transformers architecture it is saved as, and its table.
+HEADS = {
+    BertForPreTraining: ("BertForPreTraining", TABLE),
+    BertForSequenceClassification: ("BertForSequenceClassification", CLASSIFIER_TABLE),
+    BertForTokenClassification: ("BertForTokenClassification", TAGGER_TABLE),
+    BertForQuestionAnswering: ("BertForQuestionAnswering", QA_TABLE),
+}
 
 # Present in Hugging Face files but carried by other entries: the output projection is
 # tied to the word embeddings, its bias to cls.predictions.bias.
@@ -180,21 +199,9 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32", seed: int = 0,
     config = config_from_hf(json.loads((directory / "config.json").read_text()), dtype=dtype)
     weights = read_weights(directory)
     model = BertForPreTraining(config, rngs=nnx.Rngs(params=seed, dropout=seed))
-    params = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    by_path = {".".join(map(str, k)): k for k, _ in params}
-    values = dict(params)
-    missing = []
-    for hf_name, path_, layout in expand_table(TABLE, config.num_layers):
-        if hf_name not in weights:
-            if hf_name.startswith("bert.") or not encoder_only:
-                missing.append(hf_name)
-            continue
-        key = by_path[path_]
-        try:
-            array = to_jaxlm(weights.pop(hf_name), layout, values[key].shape)
-        except ValueError as e:
-            raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
-        values[key].set_value(array.astype(config.param_dtype))
+    missing = _assign(model, weights, TABLE, directory)
+    if encoder_only:
+        missing = [name for name in missing if name.startswith("bert.")]
     if missing:
         warnings.warn(f"{directory}: not in the checkpoint, freshly initialised: "
                       f"{', '.join(missing)}", stacklevel=2)
@@ -203,6 +210,66 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32", seed: int = 0,
         warnings.warn(f"{directory}: ignored checkpoint arrays: {', '.join(unused)}",
                       stacklevel=2)
     return model, config
+
+
+def _assign(model: nnx.Module, weights: dict[str, np.ndarray], table, directory: Path
+            ) -> list[str]:
+    """Sets `model`'s parameters from the Hugging Face arrays its `table` names, removing them
+    from `weights`; returns the names the checkpoint lacks.
+
+    Raises:
+      ValueError: a checkpoint array whose shape disagrees with the model.
+    """
+    values = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    by_path = {".".join(map(str, k)): k for k in values}
+    missing = []
+    for hf_name, path_, layout in expand_table(table, model.config.num_layers):
+        if hf_name not in weights:
+            missing.append(hf_name)
+            continue
+        key = by_path[path_]
+        try:
+            array = to_jaxlm(weights.pop(hf_name), layout, values[key].shape)
+        except ValueError as e:
+            raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
+        values[key].set_value(array.astype(model.config.param_dtype))
+    return missing
+
+
+def from_pretrained_head(path: str | Path, *, dtype: str = "float32"
+                         ) -> tuple[nnx.Module, tuple[str, ...] | None]:
+    """A fine-tuned Hugging Face BERT (BertForSequenceClassification, ...TokenClassification
+    or ...QuestionAnswering, by config.json's `architectures`) as the jaxlm module of the same
+    head, in eval mode, and its labels (id2label; None for question answering).
+
+    Raises:
+      FileNotFoundError: no config.json or weights in `path`.
+      ValueError: another architecture, or a checkpoint that lacks the head's arrays.
+    """
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: no config.json (is this a Hugging Face model?)")
+    hf_config = json.loads((directory / "config.json").read_text())
+    config = config_from_hf(hf_config, dtype=dtype)
+    architecture = (hf_config.get("architectures") or ["?"])[0]
+    head = next((cls for cls, (name, _) in HEADS.items() if name == architecture), None)
+    if head is None or head is BertForPreTraining:
+        raise ValueError(f"{directory}: architecture {architecture!r} is not one of the "
+                         f"fine-tuning heads {[n for n, _ in list(HEADS.values())[1:]]}")
+    labels = None
+    rngs = nnx.Rngs(params=0, dropout=0)
+    if head is BertForQuestionAnswering:
+        model = head(config, rngs=rngs)
+    else:
+        id2label = hf_config.get("id2label") or {}
+        labels = tuple(id2label[k] for k in sorted(id2label, key=int))
+        dropout = hf_config.get("classifier_dropout") or config.hidden_dropout
+        model = head(config, len(labels), classifier_dropout=dropout, rngs=rngs)
+    missing = _assign(model, read_weights(directory), HEADS[head][1], directory)
+    if missing:
+        raise ValueError(f"{directory}: the checkpoint lacks {', '.join(missing[:5])}")
+    model.eval()
+    return model, labels
 
 
 def merged_params(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -217,23 +284,22 @@ def merged_params(model: nnx.Module) -> dict[str, np.ndarray]:
     return params
 
 
-def save_pretrained(model: BertForPreTraining | BertForSequenceClassification,
-                    config: ModelConfig, path: str | Path,
+def save_pretrained(model: nnx.Module, config: ModelConfig, path: str | Path,
                     labels: tuple[str, ...] | None = None) -> Path:
-    """Writes config.json + model.safetensors that transformers loads: BertForPreTraining,
-    or BertForSequenceClassification (with id2label) when `labels` are given."""
+    """Writes config.json + model.safetensors that transformers loads as the same
+    architecture (`HEADS`), with id2label for the classifiers and taggers."""
+    architecture, table = HEADS[type(model)]
     hf_config = config_to_hf(config)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     params = merged_params(model)
-    table = CLASSIFIER_TABLE if labels else TABLE
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
                for hf_name, path_, layout in expand_table(table, config.num_layers)}
     # Written as bytes so that the file gets the usual permissions (save_file makes it 0600).
     (directory / "model.safetensors").write_bytes(save(weights, metadata={"format": "pt"}))
+    hf_config["architectures"] = [architecture]
     if labels:
-        hf_config.update(architectures=["BertForSequenceClassification"],
-                         id2label=dict(enumerate(labels)),
+        hf_config.update(id2label=dict(enumerate(labels)),
                          label2id={label: i for i, label in enumerate(labels)})
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     return directory

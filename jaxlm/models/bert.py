@@ -59,23 +59,24 @@ class BertPooler(nnx.Module):
 
 
 class BertModel(nnx.Module):
-    """Embeddings, L post-LN encoder blocks and the pooler."""
+    """Embeddings, L post-LN encoder blocks and (unless `pooler=False`, for the heads that
+    read every position) the pooler."""
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, pooler: bool = True, rngs: nnx.Rngs):
         self.config = config
         self.embeddings = BertEmbeddings(config, rngs=rngs)
         self.layers = nnx.List([EncoderBlock(config, rngs=rngs)
                                 for _ in range(config.num_layers)])
-        self.pooler = BertPooler(config, rngs=rngs)
+        self.pooler = BertPooler(config, rngs=rngs) if pooler else None
 
     def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,
-                 attention_mask_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Returns (sequence_BTD, pooled_BD)."""
+                 attention_mask_BT: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """Returns (sequence_BTD, pooled_BD); pooled_BD is None without a pooler."""
         check_inputs(self.config, input_ids_BT, token_type_ids_BT, attention_mask_BT)
         x_BTD = self.embeddings(input_ids_BT, token_type_ids_BT)
         mask_B11S = padding_mask(attention_mask_BT)
         x_BTD = apply_stack(self.layers, x_BTD, mask_B11S, remat=self.config.remat)
-        return x_BTD, self.pooler(x_BTD)
+        return x_BTD, self.pooler(x_BTD) if self.pooler is not None else None
 
 
 class MaskedLMHead(nnx.Module):
@@ -165,6 +166,58 @@ class BertForSequenceClassification(nnx.Module):
         """Returns logits_BK in float32."""
         _, pooled_BD = self.bert(input_ids_BT, token_type_ids_BT, attention_mask_BT)
         return self.classifier(self.dropout(pooled_BD)).astype(jnp.float32)
+
+
+class BertForTokenClassification(nnx.Module):
+    """BERT fine-tuned for tagging (NER, POS; BERT 4.3 and 5.3): every position's hidden
+    state -> dropout -> linear, K tags.
+
+        logits_BTK = model(input_ids_BT, token_type_ids_BT, attention_mask_BT)
+
+    Words are tagged at their first sub-word; the other positions' logits go unused.
+    """
+
+    def __init__(self, config: ModelConfig, num_labels: int, *, classifier_dropout: float,
+                 rngs: nnx.Rngs):
+        if num_labels < 2:
+            raise ValueError(f"a tagger needs at least 2 tags, got {num_labels}")
+        self.config = config
+        self.bert = BertModel(config, pooler=False, rngs=rngs)
+        self.dropout = Dropout(classifier_dropout, rngs=rngs)
+        self.classifier = Linear("BTD,DK->BTK", (config.hidden_size, num_labels),
+                                 ("embed", None), init_std=config.initializer_range, rngs=rngs,
+                                 **_dtypes(config))
+
+    def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,
+                 attention_mask_BT: jax.Array) -> jax.Array:
+        """Returns logits_BTK in float32."""
+        sequence_BTD, _ = self.bert(input_ids_BT, token_type_ids_BT, attention_mask_BT)
+        return self.classifier(self.dropout(sequence_BTD)).astype(jnp.float32)
+
+
+class BertForQuestionAnswering(nnx.Module):
+    """BERT fine-tuned for extractive QA (BERT 4.2): one linear layer scores each position as
+    the answer's start and as its end.
+
+        start_logits_BT, end_logits_BT = model(input_ids_BT, token_type_ids_BT,
+                                               attention_mask_BT)
+
+    The input is [CLS] question [SEP] context [SEP]; an answer outside the window is the
+    span at [CLS] (position 0).
+    """
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.bert = BertModel(config, pooler=False, rngs=rngs)
+        self.qa_outputs = Linear("BTD,DK->BTK", (config.hidden_size, 2), ("embed", None),
+                                 init_std=config.initializer_range, rngs=rngs, **_dtypes(config))
+
+    def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,
+                 attention_mask_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Returns (start_logits_BT, end_logits_BT) in float32."""
+        sequence_BTD, _ = self.bert(input_ids_BT, token_type_ids_BT, attention_mask_BT)
+        logits_BT2 = self.qa_outputs(sequence_BTD).astype(jnp.float32)
+        return logits_BT2[..., 0], logits_BT2[..., 1]
 
 
 def check_inputs(config: ModelConfig, input_ids_BT, token_type_ids_BT, attention_mask_BT):

@@ -59,3 +59,10 @@ def classify_train_flops(cfg: ModelConfig, batch: int, length: int, num_labels: 
     encoder = length * cfg.num_layers * layer_flops(cfg, length)
     per_sequence = encoder + 2 * D * D + 2 * D * num_labels
     return 3.0 * batch * per_sequence
+
+
+def token_head_train_flops(cfg: ModelConfig, batch: int, length: int, outputs: int) -> float:
+    """The encoder's matmul FLOPs plus a linear head of `outputs` per position (K tags, or the
+    2 start/end scores of question answering), 2*D*outputs per token, times 3."""
+    per_token = cfg.num_layers * layer_flops(cfg, length) + 2 * cfg.hidden_size * outputs
+    return 3.0 * batch * length * per_token

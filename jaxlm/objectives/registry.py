@@ -7,10 +7,13 @@ task head on a pretrained encoder and is built for its number of labels (`classi
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from jaxlm.config import ConfigError
-from jaxlm.models.bert import BertForPreTraining, BertForSequenceClassification
+from jaxlm.models.bert import (
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from jaxlm.models.encoder_decoder import EncoderDecoderTransformer
 from jaxlm.models.gpt import GPTLanguageModel
 from jaxlm.objectives import flops
@@ -20,8 +23,12 @@ from jaxlm.objectives.tasks import (
     bert_sums,
     classify_sums,
     encoder_decoder_sums,
+    example_counts,
     lm_counts,
     lm_sums,
+    span_sums,
+    tag_counts,
+    tag_sums,
     target_counts,
 )
 
@@ -64,8 +71,29 @@ def classify_task(num_labels: int, classifier_dropout: float) -> Task:
         objectives=("cls",), recipe="classification",
         build=lambda cfg, rngs: BertForSequenceClassification(
             cfg, num_labels, classifier_dropout=classifier_dropout, rngs=rngs),
-        counts=lambda batch: {"cls": jnp.sum(batch["example_weights"].astype(jnp.float32))},
+        counts=example_counts("cls"),
         sums=classify_sums,
         flops=lambda cfg, s: flops.classify_train_flops(cfg, *s["input_ids"], num_labels),
         tokens=lambda s: s["input_ids"][0] * s["input_ids"][1])
 
+
+
+def token_classify_task(num_labels: int, classifier_dropout: float) -> Task:
+    """Tagging each word with one of `num_labels` tags (NER, POS), objective "tag"."""
+    return Task(
+        objectives=("tag",), recipe="token_classification",
+        build=lambda cfg, rngs: BertForTokenClassification(
+            cfg, num_labels, classifier_dropout=classifier_dropout, rngs=rngs),
+        counts=tag_counts, sums=tag_sums,
+        flops=lambda cfg, s: flops.token_head_train_flops(cfg, *s["input_ids"], num_labels),
+        tokens=lambda s: s["input_ids"][0] * s["input_ids"][1])
+
+
+def question_answering_task() -> Task:
+    """Extractive question answering (answer start and end positions), objective "span"."""
+    return Task(
+        objectives=("span",), recipe="question_answering",
+        build=lambda cfg, rngs: BertForQuestionAnswering(cfg, rngs=rngs),
+        counts=example_counts("span"), sums=span_sums,
+        flops=lambda cfg, s: flops.token_head_train_flops(cfg, *s["input_ids"], 2),
+        tokens=lambda s: s["input_ids"][0] * s["input_ids"][1])

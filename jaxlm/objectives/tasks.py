@@ -21,7 +21,12 @@ import numpy as np
 from flax import nnx
 
 from jaxlm.config import ModelConfig
-from jaxlm.models.bert import BertForPreTraining, BertForSequenceClassification
+from jaxlm.models.bert import (
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from jaxlm.models.encoder_decoder import EncoderDecoderTransformer
 from jaxlm.models.gpt import GPTLanguageModel
 from jaxlm.objectives import losses
@@ -30,7 +35,7 @@ from jaxlm.objectives import losses
 @dataclasses.dataclass(frozen=True)
 class Task:
     objectives: tuple[str, ...]  # loss terms, e.g. ("mlm", "nsp")
-    recipe: str  # the data it reads: a `data.preparation.RECIPES` name or "classification"
+    recipe: str  # the data it reads: a `data.preparation.RECIPES` name, or a fine-tuning one
     build: typing.Callable[[ModelConfig, nnx.Rngs], nnx.Module]
     counts: typing.Callable[[dict], dict]  # batch -> {objective: float32 predictions}
     sums: typing.Callable[[nnx.Module, dict], dict]  # -> {<obj>_loss, <obj>_correct}
@@ -100,6 +105,38 @@ def classify_sums(module: BertForSequenceClassification, batch: dict) -> dict:
                                 * w_B),
             "cls_correct": _hits(logits_BK, labels_B, w_B),
             "cls_confusion": jnp.einsum("BK,BJ->KJ", truth_BK, predicted_BK)}
+
+
+def tag_sums(module: BertForTokenClassification, batch: dict) -> dict:
+    """Cross entropy and hits of the tag at each word's first sub-word (`tag_weights` 1),
+    summed; other sub-words, special tokens and padding weigh 0."""
+    logits_BTK = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    tags_BT, w_BT = batch["tag_ids"], batch["tag_weights"].astype(jnp.float32)
+    return {"tag_loss": jnp.sum(losses.cross_entropy(logits_BTK, tags_BT) * w_BT),
+            "tag_correct": _hits(logits_BTK, tags_BT, w_BT)}
+
+
+def tag_counts(batch: dict) -> dict:
+    return {"tag": jnp.sum(batch["tag_weights"].astype(jnp.float32))}
+
+
+def span_sums(module: BertForQuestionAnswering, batch: dict) -> dict:
+    """Cross entropy of the answer's start and of its end position, averaged, per window
+    (BERT 4.2), and the windows whose start and end both score highest, summed."""
+    start_BT, end_BT = module(batch["input_ids"], batch["token_type_ids"],
+                              batch["attention_mask"])
+    w_B = batch["example_weights"].astype(jnp.float32)
+    start_B1, end_B1 = batch["start_positions"][:, None], batch["end_positions"][:, None]
+    loss_B = 0.5 * (losses.cross_entropy(start_BT[:, None], start_B1)[:, 0]
+                    + losses.cross_entropy(end_BT[:, None], end_B1)[:, 0])
+    both_B = (losses.top1_correct(start_BT[:, None], start_B1)[:, 0]
+              * losses.top1_correct(end_BT[:, None], end_B1)[:, 0])
+    return {"span_loss": jnp.sum(loss_B * w_B), "span_correct": jnp.sum(both_B * w_B)}
+
+
+def example_counts(objective: str) -> typing.Callable[[dict], dict]:
+    """counts() of a task with one prediction per real example (`example_weights` 1)."""
+    return lambda batch: {objective: jnp.sum(batch["example_weights"].astype(jnp.float32))}
 
 
 def confusion_metrics(confusion_KK) -> dict:
