@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jaxlm.data import DataError, load_tokenizer
 from jaxlm.inference.classify import classify
-from jaxlm.inference.load import load_classifier
+from jaxlm.inference.load import load_finetuned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
                       if line.strip()]
         if not texts:
             raise ValueError("no texts given: pass them as arguments or with --file")
-        model, labels, tokenizer_path, max_seq_length = load_classifier(args.checkpoint)
+        model, labels, tokenizer_path, cfg = load_finetuned(args.checkpoint,
+                                                            task="sequence_classification")
         results = classify(model, load_tokenizer(tokenizer_path), labels, texts,
-                           max_seq_length)
+                           cfg.data.max_seq_length)
     except (ValueError, FileNotFoundError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

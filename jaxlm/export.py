@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from jaxlm.hf.bert import save_pretrained, save_tokenizer
-from jaxlm.inference.load import load_classifier, load_run
+from jaxlm.inference.load import load_finetuned, load_run
 from jaxlm.training.checkpoint import open_latest
 
 # Weight files transformers would load instead of, or beside, the exported model.safetensors.
@@ -17,8 +17,9 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.h5", "*.msgpack", "*.index.json")
 
 def export(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """A jaxlm run's newest checkpoint and tokenizer as a Hugging Face directory: a
-    pretraining run as BertForPreTraining, a fine-tuning run as
-    BertForSequenceClassification (LoRA adapters merged into the weights).
+    pretraining run as BertForPreTraining, a fine-tuning run as the transformers class of
+    its head (BertForSequenceClassification, BertForTokenClassification,
+    BertForQuestionAnswering; LoRA adapters merged into the weights).
 
     Raises:
       FileExistsError: `out` is a file, or a non-empty directory and not `overwrite`; with
@@ -34,7 +35,8 @@ def export(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Pat
     manager.close()
     labels = None
     if "labels" in saved:
-        model, labels, tokenizer_path, _ = load_classifier(run_dir)
+        model, labels, tokenizer_path, _ = load_finetuned(run_dir)
+        labels = labels or None  # question answering has none
     else:
         model, _, tokenizer_path = load_run(run_dir, ("bert",), "export")
     if out.is_dir():

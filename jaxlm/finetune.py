@@ -1,18 +1,22 @@
-"""Fine-tuning a pretrained BERT for sequence classification (BERT 4.1): `python -m jaxlm.finetune`.
+"""Fine-tuning a pretrained BERT for a task (BERT 4): `python -m jaxlm.finetune`.
 
     python -m jaxlm.finetune --config configs/finetune_classify.yaml init_from=runs/bert_tiny
-    python -m jaxlm.finetune init_from=path/to/hf_bert finetune.lora_rank=8
+    python -m jaxlm.finetune --config configs/finetune_ner.yaml init_from=path/to/hf_bert
+    python -m jaxlm.finetune --config configs/finetune_qa.yaml finetune.lora_rank=8
 
 1. load the pretrained encoder (a jaxlm run or a Hugging Face directory) and its tokenizer;
-2. read the labelled files (the label set comes from the training file), split, tokenize;
-3. build `BertForSequenceClassification`: encoder weights from `init_from`, a fresh
-   classifier; with `finetune.lora_rank` > 0 only the LoRA adapters and the classifier are
-   trained and checkpointed, the encoder stays frozen;
+2. read the task's labelled files (`jaxlm.finetuning`: sentences and labels, tagged words,
+   SQuAD questions), split, tokenize; labels and tags come from the training split;
+3. build the task's head on the encoder (`BertForSequenceClassification`,
+   `BertForTokenClassification`, `BertForQuestionAnswering`): encoder weights from
+   `init_from`, a fresh head; with `finetune.lora_rank` > 0 only the LoRA adapters and the
+   head are trained and checkpointed, the encoder stays frozen;
 4. train with the shared loop (`training.loop.train_loop`: the same jitted step, sharding,
-   metrics and checkpoints as pretraining), evaluating on validation every epoch, keeping the best
-   checkpoint and stopping after `finetune.patience` epochs without improvement;
-5. reload the best checkpoint and write accuracy, macro-F1 and the confusion matrices of
-   validation and test to `run_dir/results.json`.
+   metrics and checkpoints as pretraining), scoring validation every epoch, keeping the best
+   checkpoint by `finetune.metric` and stopping after `finetune.patience` epochs without
+   improvement;
+5. reload the best checkpoint and write the scores of validation and test to
+   `run_dir/results.json`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,12 @@ import numpy as np
 from flax import nnx
 
 from jaxlm.config import ConfigError, FinetuneConfig, load, to_dict
-from jaxlm.data import DataError, load_tokenizer
-from jaxlm.data import classification as cls_data
+from jaxlm.data import DataError, batching, load_tokenizer
+from jaxlm.finetuning import TASK_MODULES
+from jaxlm.finetuning.common import TaskData
 from jaxlm.inference.load import load_pretrained
 from jaxlm.objectives import tasks
-from jaxlm.objectives.registry import classify_task
+from jaxlm.objectives.registry import finetuning_task
 from jaxlm.training import host, metrics, optim, sharding
 from jaxlm.training.checkpoint import Checkpointer, restore_params
 from jaxlm.training.integrity import NonFiniteError
@@ -42,44 +47,26 @@ from jaxlm.training.loop import EarlyStopping, train_loop
 from jaxlm.training.plot import plot_run
 from jaxlm.training.run_dir import RunDirInUse, exclusive
 from jaxlm.training.state import LORA_TRAINABLE, count_params, load_weights, setup_state
-from jaxlm.training.step import make_eval_step, make_train_step
+from jaxlm.training.step import make_predict_step, make_train_step
 
 log = logging.getLogger("jaxlm")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
 
-def read_splits(cfg: FinetuneConfig, seed: int) -> dict[str, list[cls_data.Example]]:
-    """train / validation / test examples from the files, splitting what is not given."""
-    data = cfg.data
-    train_file = data.train_file or cls_data.fetch_polarity(data.cache_dir)
-    if not data.train_file and not data.column_names:
-        data = dataclasses.replace(data, column_names=cls_data.POLARITY_COLUMNS)
-    examples = cls_data.read_examples(train_file, data)
-    val_frac = 0.0 if data.validation_file else data.validation_fraction
-    test_frac = 0.0 if data.test_file else data.test_fraction
-    train, val, test = cls_data.split(examples, val_frac, test_frac, seed)
-    if data.validation_file:
-        val = cls_data.read_examples(data.validation_file, data)
-    if data.test_file:
-        test = cls_data.read_examples(data.test_file, data)
-    if not val:
-        raise DataError("no validation examples: set data.validation_file or "
-                        "data.validation_fraction > 0")
-    return {"train": train, "validation": val, "test": test}
-
-
-def split_metrics(eval_step, params, fixed, arrays: dict, batch_size: int, task: tasks.Task,
-             mesh) -> dict:
-    """Loss, accuracy, macro-F1 and the confusion matrix (rows: true label) of one split."""
-    totals = None
-    for local in cls_data.eval_loader(arrays, batch_size):
-        sums = jax.device_get(eval_step(params, fixed, sharding.global_batch(local, mesh)))
+def split_scores(predict, params, fixed, data: TaskData, split: str, batch_size: int,
+                 task: tasks.Task, task_module, mesh) -> dict:
+    """Loss and the task's scores (`eval_`-prefixed) of one split."""
+    totals, outputs = None, []
+    for local in batching.eval_loader(data.arrays[split], batch_size):
+        sums, out = jax.device_get(predict(params, fixed, sharding.global_batch(local, mesh)))
         totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+        outputs.append(out)
+    rows = len(data.arrays[split]["example_weights"])  # the rest are the last batch's padding
+    outputs = jax.tree.map(lambda *parts: np.concatenate(parts)[:rows], *outputs)
     line = tasks.eval_metrics(task, totals)
     line.pop("eval_perplexity")
-    line["eval_macro_f1"] = tasks.confusion_metrics(totals["cls_confusion"])["macro_f1"]
-    line["confusion"] = np.asarray(totals["cls_confusion"]).astype(int).tolist()
-    return line
+    return {**line, **{f"eval_{k}": v
+                       for k, v in task_module.score(data, split, outputs).items()}}
 
 
 def data_order(cfg: FinetuneConfig) -> dict:
@@ -94,8 +81,9 @@ def run(cfg: FinetuneConfig) -> dict:
     checkpoints.
 
     Returns:
-      {"validation": ..., "test": ..., "best_step", "trainable_params", "total_params",
-      "labels", "truncated", "epoch_s", "wall_s"}, also written to run_dir/results.json.
+      {"task", "validation": scores, "test": scores, "best_step", "labels", "sizes", "notes",
+      "trainable_params", "total_params", "epoch_s", "wall_s"}, also written to
+      run_dir/results.json.
 
     Raises:
       RunDirInUse: another run holds `run_dir`.
@@ -109,23 +97,20 @@ def run(cfg: FinetuneConfig) -> dict:
     if T > pretrained.config.max_position_embeddings:
         raise ConfigError(f"data.max_seq_length={T} exceeds the model's "
                           f"max_position_embeddings={pretrained.config.max_position_embeddings}")
-    splits = read_splits(cfg, cfg.train.seed)
-    labels = cls_data.label_set(splits["train"])
-    arrays, truncated = {}, {}
-    for name, examples in splits.items():
-        arrays[name], truncated[name] = cls_data.encode(tokenizer, examples, labels, T, name)
-        if truncated[name]:
-            log.warning("%s: %d of %d examples truncated to data.max_seq_length=%d", name,
-                        truncated[name], len(examples), T)
-    log.info("labels %s; %s examples", list(labels),
-             {k: len(v) for k, v in splits.items()})
+    task_module = TASK_MODULES[cfg.finetune.task]
+    data = task_module.read(cfg, tokenizer)
+    for name, notes in data.notes.items():
+        if any(notes.values()):
+            log.warning("%s: %s", name.replace("_", " "), notes)
+    log.info("%s: %d labels; %s examples", cfg.finetune.task, len(data.labels), data.sizes)
 
     B = cfg.train.batch_size
     sharding.check_batch_size(B, cfg.train.grad_accum_steps, mesh)
-    steps_per_epoch = len(splits["train"]) // B
+    rows = len(data.arrays["train"]["example_weights"])
+    steps_per_epoch = rows // B
     if steps_per_epoch == 0:
-        raise DataError(f"{len(splits['train'])} training examples are fewer than one batch "
-                        f"of train.batch_size={B}")
+        raise DataError(f"{rows} training rows are fewer than one batch of "
+                        f"train.batch_size={B}")
     steps = cfg.finetune.epochs * steps_per_epoch
     train_cfg = dataclasses.replace(
         cfg.train, steps=steps, warmup_steps=round(cfg.finetune.warmup_fraction * steps),
@@ -133,7 +118,7 @@ def run(cfg: FinetuneConfig) -> dict:
     lora = cfg.finetune.lora_rank
     model_cfg = dataclasses.replace(pretrained.config, lora_rank=lora,
                                     lora_alpha=cfg.finetune.lora_alpha)
-    task = classify_task(len(labels), cfg.finetune.classifier_dropout)
+    task = finetuning_task(cfg.finetune.task, len(data.labels), cfg.finetune.classifier_dropout)
     tx = optim.make_optimizer(train_cfg)
     setup = setup_state(model_cfg, cfg.train.seed, tx, mesh, task,
                         LORA_TRAINABLE if lora else nnx.Param)
@@ -145,12 +130,12 @@ def run(cfg: FinetuneConfig) -> dict:
                                 pretrained.weights)
     fixed = dataclasses.replace(setup.fixed, frozen=frozen)
     run_dir = Path(cfg.run_dir)
-    metric = f"eval_{'cls_accuracy' if cfg.finetune.metric == 'accuracy' else 'macro_f1'}"
+    metric = f"eval_{cfg.metric}"
     # Held from the first write into run_dir to the end (see pretrain.run).
     with exclusive(run_dir):
         checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
-        loader, mean_length = cls_data.train_loader(arrays["train"], B, cfg.finetune.epochs,
-                                                    cfg.train.seed)
+        loader, mean_length = batching.train_loader(data.arrays["train"], B,
+                                                    cfg.finetune.epochs, cfg.train.seed)
         batches = iter(loader)
         # A LoRA run's checkpoints hold no encoder: it resumes only on the same frozen weights.
         base = {"base.fingerprint": pretrained.fingerprint} if lora else {}
@@ -161,15 +146,17 @@ def run(cfg: FinetuneConfig) -> dict:
                                                 pretrained.weights)
             state = dataclasses.replace(state, params=params)
             used |= used_trained
-            missing = sorted(set(pretrained.weights) - used)
+            # The tagger and QA heads read every position: the pooler has no place there.
+            missing = sorted(name for name in set(pretrained.weights) - used
+                             if "pooler" not in name or task.objectives == ("cls",))
             if missing:
-                raise ValueError(f"{cfg.init_from}: weights with no place in the classifier: "
-                                 f"{', '.join(missing[:5])}")
+                raise ValueError(f"{cfg.init_from}: weights with no place in the "
+                                 f"{cfg.finetune.task} model: {', '.join(missing[:5])}")
         start = int(jax.device_get(state.step))
         if jax.process_index() == 0:
             tokenizer.save(str(run_dir / "tokenizer.json"))
         saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
-                        "model": dataclasses.asdict(model_cfg), "labels": list(labels),
+                        "model": dataclasses.asdict(model_cfg), "labels": list(data.labels),
                         "base": pretrained.record()}
         # Batches are padded to their longest sentence: count the positions actually computed.
         shapes = {"input_ids": (B, mean_length)}
@@ -178,12 +165,14 @@ def run(cfg: FinetuneConfig) -> dict:
             flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
             keys=tasks.train_metric_keys(task), tensorboard=cfg.train.tensorboard,
             progress_bar=cfg.train.progress_bar)
-        eval_step = make_eval_step(setup, mesh)
+        predict = make_predict_step(setup, mesh)
+
+        def scores(params, split: str) -> dict:
+            return split_scores(predict, params, fixed, data, split, B, task, task_module, mesh)
 
         def validate(params):
-            line = split_metrics(eval_step, params, fixed, arrays["validation"], B, task, mesh)
-            line.pop("confusion")
-            return line
+            return {k: v for k, v in scores(params, "validation").items()
+                    if isinstance(v, float)}
 
         train_step = make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh,
                                      train_cfg.grad_accum_steps)
@@ -198,15 +187,14 @@ def run(cfg: FinetuneConfig) -> dict:
         best_step = best.best_step()
         params = restore_params(best.manager, best_step, setup.abstract)
         best.close()
-        results = {"best_step": best_step, "labels": list(labels), "truncated": truncated,
+        results = {"task": cfg.finetune.task, "best_step": best_step,
+                   "labels": list(data.labels), "sizes": data.sizes, "notes": data.notes,
                    "trainable_params": trainable, "total_params": total,
                    "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1)}
         for name in ("validation", "test"):
-            if len(arrays[name]["label"]):
-                line = split_metrics(eval_step, params, fixed, arrays[name], B, task, mesh)
-                results[name] = {"loss": line["eval_cls_loss"],
-                                 "accuracy": line["eval_cls_accuracy"],
-                                 "macro_f1": line["eval_macro_f1"], "confusion": line["confusion"]}
+            if len(data.arrays[name]["example_weights"]):
+                results[name] = {k.removeprefix("eval_"): v
+                                 for k, v in scores(params, name).items()}
         if jax.process_index() == 0:
             results["plot"] = str(plot_run(run_dir))
         results["wall_s"] = time.perf_counter() - started
@@ -220,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jaxlm.finetune",
         description="Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "
-                    "sequence classification.",
+                    "sequence classification, token classification or question answering.",
         epilog="Example: python -m jaxlm.finetune init_from=runs/bert_tiny finetune.epochs=3")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML config (default: configs/finetune_classify.yaml)")
@@ -237,10 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     if jax.process_index() == 0:
         for name in ("validation", "test"):
             if name in results:
-                r = results[name]
-                print(f"{name}: accuracy={r['accuracy']:.4f} macro_f1={r['macro_f1']:.4f} "
-                      f"confusion (rows true, columns predicted, labels "
-                      f"{results['labels']})={r['confusion']}")
+                shown = {k: round(v, 4) for k, v in results[name].items()
+                         if isinstance(v, float)}
+                print(f"{name}: {shown}")
         print(f"best step {results['best_step']}; trainable parameters "
               f"{results['trainable_params']:,} of {results['total_params']:,}; "
               f"{results['epoch_s']:.0f} s per epoch; wall {results['wall_s']:.0f} s")

@@ -1,13 +1,11 @@
 """Labelled text files for fine-tuning: formats, columns, labels, splits, encoding."""
 
-import concurrent.futures
 import json
 import logging
 
-import numpy as np
 import pytest
 
-from jaxlm.config import ClassifyDataConfig
+from jaxlm.config import FinetuneDataConfig
 from jaxlm.data import DataError
 from jaxlm.data import classification as cd
 from jaxlm.data.tokenizer import train_tokenizer
@@ -25,7 +23,7 @@ def test_csv_with_header_and_a_byte_order_mark(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text('\ufefflabel,text\npos,"a gorgeous , witty film"\nneg,dull and tedious\n',
                     encoding="utf-8")
-    examples = cd.read_examples(path, ClassifyDataConfig())
+    examples = cd.read_examples(path, FinetuneDataConfig())
     assert [(e.text, e.label) for e in examples] == [("a gorgeous , witty film", "pos"),
                                                       ("dull and tedious", "neg")]
 
@@ -33,12 +31,12 @@ def test_csv_with_header_and_a_byte_order_mark(tmp_path):
 def test_headerless_tsv_and_jsonl_with_integer_labels(tmp_path):
     tsv = tmp_path / "train.tsv"
     tsv.write_text("1\tgreat fun\n0\tdull\n")
-    cfg = ClassifyDataConfig(column_names=("label", "text"))
+    cfg = FinetuneDataConfig(column_names=("label", "text"))
     assert [e.label for e in cd.read_examples(tsv, cfg)] == ["1", "0"]
     jsonl = tmp_path / "train.jsonl"
     jsonl.write_text(json.dumps({"sentence": "great fun", "y": 1, "other": 5}) + "\n\n"
                      + json.dumps({"sentence": "dull", "y": 0}) + "\n")
-    cfg = ClassifyDataConfig(text_column="sentence", label_column="y")
+    cfg = FinetuneDataConfig(text_column="sentence", label_column="y")
     examples = cd.read_examples(jsonl, cfg)
     assert [(e.text, e.label) for e in examples] == [("great fun", "1"), ("dull", "0")]
     assert cd.label_set(examples) == ("0", "1")
@@ -50,31 +48,31 @@ def test_unknown_column_names_the_columns_there_are(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("sentiment,text\n1,good\n")
     with pytest.raises(DataError, match=r"no column 'label'; the columns are sentiment, text"):
-        cd.read_examples(path, ClassifyDataConfig())
+        cd.read_examples(path, FinetuneDataConfig())
 
 
 def test_bad_files_are_named(tmp_path):
     with pytest.raises(DataError, match="data file not found"):
-        cd.read_examples(tmp_path / "missing.csv", ClassifyDataConfig())
+        cd.read_examples(tmp_path / "missing.csv", FinetuneDataConfig())
     (tmp_path / "data.txt").write_text("x")
     with pytest.raises(DataError, match="cannot tell the format"):
-        cd.read_examples(tmp_path / "data.txt", ClassifyDataConfig())
+        cd.read_examples(tmp_path / "data.txt", FinetuneDataConfig())
     (tmp_path / "bad.jsonl").write_text('{"text": "a", "label": 1}\nnot json\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: not a JSON object"):
-        cd.read_examples(tmp_path / "bad.jsonl", ClassifyDataConfig())
+        cd.read_examples(tmp_path / "bad.jsonl", FinetuneDataConfig())
     (tmp_path / "ragged.csv").write_text("label,text\n1,a,b\n")
     with pytest.raises(DataError, match=r"ragged.csv:2: 3 fields"):
-        cd.read_examples(tmp_path / "ragged.csv", ClassifyDataConfig())
+        cd.read_examples(tmp_path / "ragged.csv", FinetuneDataConfig())
     (tmp_path / "empty.csv").write_text("label,text\n")
     with pytest.raises(DataError, match="no examples"):
-        cd.read_examples(tmp_path / "empty.csv", ClassifyDataConfig())
+        cd.read_examples(tmp_path / "empty.csv", FinetuneDataConfig())
 
 
 def test_empty_texts_are_skipped_and_counted(tmp_path, caplog):
     path = tmp_path / "train.csv"
     path.write_text("label,text\n1,good\n0,\n0,  \n1,fine\n")
     with caplog.at_level(logging.WARNING):
-        examples = cd.read_examples(path, ClassifyDataConfig())
+        examples = cd.read_examples(path, FinetuneDataConfig())
     assert [e.text for e in examples] == ["good", "fine"]
     assert "skipped 2 records with an empty text (lines 3, 4)" in caplog.text
 
@@ -106,53 +104,3 @@ def test_encode_pairs_truncation_and_unknown_labels(tokenizer):
     with pytest.raises(DataError, match=r"validation:3: label '0' is not among the training "
                                         r"labels \['1'\]"):
         cd.encode(tokenizer, examples, ("1",), 8, source="validation")
-
-
-def test_eval_batches_cover_every_example_once(tokenizer):
-    examples = [cd.Example(t, "", str(i % 2), i) for i, t in enumerate(TEXTS)]
-    arrays, _ = cd.encode(tokenizer, examples, ("0", "1"), 16)
-    batches = list(cd.eval_loader(arrays, batch_size=4))
-    assert len(batches) == 2
-    weights = np.concatenate([b["example_weights"] for b in batches])
-    labels = np.concatenate([b["label"] for b in batches])
-    assert weights.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
-    assert labels[:5].tolist() == [0, 1, 0, 1, 0]
-
-
-def test_length_grouped_batches_cover_an_epoch_with_little_padding():
-    rng = np.random.default_rng(0)
-    N, B, T = 200, 8, 64
-    lengths = rng.integers(3, T + 1, N)
-    arrays = {"input_ids": np.arange(N)[:, None] * np.ones((1, T), np.int32),
-              "attention_mask": (np.arange(T)[None] < lengths[:, None]).astype(np.int32),
-              "label": np.arange(N, dtype=np.int32)}
-    source = cd.GroupedBatches(arrays, B, epochs=2, seed=5, pad_to=16)
-    assert len(source) == 2 * (N // B)
-    epoch0 = [source[k] for k in range(N // B)]
-    assert sorted(np.concatenate([b["label"] for b in epoch0]).tolist()) == list(range(N))
-    for b in epoch0:
-        T_b = b["input_ids"].shape[1]
-        assert T_b % 16 == 0 and T_b - 16 < lengths[b["label"]].max() <= T_b
-    padded = sum(b["input_ids"].size for b in epoch0)
-    assert padded < 0.75 * N * T  # vs padding every batch to 64
-    epoch1 = np.concatenate([source[N // B + k]["label"] for k in range(N // B)])
-    assert epoch1.tolist() != np.concatenate([b["label"] for b in epoch0]).tolist()
-    # Two processes take the two halves of the same batches.
-    halves = [cd.GroupedBatches(arrays, B, 2, 5, 16, p, 2)[3] for p in (0, 1)]
-    np.testing.assert_array_equal(np.concatenate([h["label"] for h in halves]),
-                                  source[3]["label"])
-    assert halves[0]["input_ids"].shape == halves[1]["input_ids"].shape
-
-
-def test_grouped_batches_are_safe_to_read_from_many_threads():
-    """Grain reads records from several threads at once, across epoch boundaries."""
-    N, B, epochs = 4096, 4, 12
-    arrays = {"input_ids": np.ones((N, 16), np.int32), "attention_mask": np.ones((N, 16), np.int32),
-              "label": np.arange(N, dtype=np.int32)}
-    expected = [cd.GroupedBatches(arrays, B, epochs, 0, 16)[r]["label"]
-                for r in range(0, epochs * N // B, 97)]
-    shared = cd.GroupedBatches(arrays, B, epochs, 0, 16)
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        got = list(pool.map(lambda r: shared[r]["label"], range(0, epochs * N // B, 97)))
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(a, b)

@@ -18,7 +18,7 @@ from jaxlm.data.tokenizer import train_tokenizer
 from jaxlm.hf import bert as hf
 from jaxlm.hf.common import expand_table
 from jaxlm.inference import classify
-from jaxlm.inference.load import load_classifier
+from jaxlm.inference.load import load_finetuned
 from jaxlm.models.bert import BertForPreTraining
 
 # Words that separate this subset of the polarity data: every positive sentence kept has
@@ -96,7 +96,7 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
     assert results["labels"] == ["negative", "positive"]
     n = sum(1 for _ in open(separable / "separable.csv")) - 1
     assert np.sum(results["test"]["confusion"]) == round(0.1 * n)  # every example once
-    assert results["truncated"]["train"] > 0  # a few sentences exceed 48 tokens
+    assert results["notes"]["truncated"]["train"] > 0  # a few sentences exceed 48 tokens
     assert json.loads((run_dir / "results.json").read_text())["test"] == results["test"]
     lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [d for d in lines if "eval_cls_accuracy" in d]
@@ -106,7 +106,7 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
     assert {d["step"]: d["eval_cls_accuracy"] for d in evals}[results["best_step"]] == best
     assert results["validation"]["accuracy"] == best  # measured on the best checkpoint
 
-    module, labels, _, max_len = load_classifier(run_dir)
+    module, labels, _, cfg = load_finetuned(run_dir)
     base = hf.read_weights(separable / "tiny_bert")
     params = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(module, nnx.Param))}
     for hf_name, path, layout in expand_table(hf.CLASSIFIER_TABLE[:-2], L):
@@ -126,7 +126,7 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
 
     texts = ["the best and funniest film", "a bad , dull mess"]
     ours = classify.classify(module, load_tokenizer(run_dir / "tokenizer.json"), labels, texts,
-                             max_len)
+                             cfg.data.max_seq_length)
     assert np.isclose(sum(p for _, p in ours[0]), 1.0, atol=1e-5)
     lines_file = tmp_path / "texts.txt"
     lines_file.write_text(texts[0] + "\n\n" + texts[1] + "\n")
@@ -182,9 +182,9 @@ def test_a_lora_classifier_is_tied_to_its_exact_base(separable, tmp_path, monkey
                                   "finetune.epochs=1"), "init_from=base"], cls=FinetuneConfig)
     finetune.run(cfg)
     monkeypatch.chdir(separable)  # a relative init_from still finds its base
-    load_classifier(tmp_path / "lora")
-    other = BertForPreTraining(load_classifier(tmp_path / "lora")[0].config, rngs=nnx.Rngs(7))
+    load_finetuned(tmp_path / "lora")
+    other = BertForPreTraining(load_finetuned(tmp_path / "lora")[0].config, rngs=nnx.Rngs(7))
     hf.save_pretrained(other, other.config, tmp_path / "base")  # the base changes
     with pytest.raises(ValueError, match=rf"{tmp_path / 'base'}: its weights are not the ones "
                                          rf"{tmp_path / 'lora'} was fine-tuned on"):
-        load_classifier(tmp_path / "lora")
+        load_finetuned(tmp_path / "lora")

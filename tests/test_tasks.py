@@ -32,10 +32,6 @@ def test_classifier_sums_match_numpy(tiny_config):
                                rtol=1e-5)
     predicted = logits.argmax(-1)
     assert float(sums["cls_correct"]) == ((predicted == labels) * w).sum()
-    confusion = np.zeros((3, 3))
-    for t, p, weight in zip(labels, predicted, w, strict=True):
-        confusion[t, p] += weight
-    np.testing.assert_array_equal(sums["cls_confusion"], confusion)
     assert float(task.counts(batch)["cls"]) == 3.0
 
 

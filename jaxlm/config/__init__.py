@@ -14,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from jaxlm.config.finetuning import ClassifyDataConfig, FinetuneConfig, FinetuneOptions
+from jaxlm.config.finetuning import TASKS, FinetuneConfig, FinetuneDataConfig, FinetuneOptions
 from jaxlm.config.loader import ConfigError, from_dict, to_dict
 from jaxlm.config.pretraining import Config, DataConfig, MeshConfig, ModelConfig, TrainConfig
 
-__all__ = ["ClassifyDataConfig", "Config", "ConfigError", "DataConfig", "FinetuneConfig",
-           "FinetuneOptions", "MeshConfig", "ModelConfig", "TrainConfig", "from_dict", "load",
-           "to_dict"]
+__all__ = ["TASKS", "Config", "ConfigError", "DataConfig", "FinetuneConfig",
+           "FinetuneDataConfig", "FinetuneOptions", "MeshConfig", "ModelConfig", "TrainConfig",
+           "from_dict", "load", "to_dict"]
 
 
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = (),

@@ -18,7 +18,7 @@ from flax import nnx
 from jaxlm.config import Config, FinetuneConfig, MeshConfig, ModelConfig, from_dict
 from jaxlm.data import load_tokenizer
 from jaxlm.hf.bert import from_pretrained
-from jaxlm.objectives.registry import classify_task
+from jaxlm.objectives.registry import finetuning_task
 from jaxlm.training import optim, sharding
 from jaxlm.training.checkpoint import restore_newest
 from jaxlm.training.state import LORA_TRAINABLE, load_weights, merge, setup_state
@@ -42,7 +42,7 @@ def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
 
     Raises:
       FileNotFoundError: no readable checkpoint under `path` (or not `step`).
-      ValueError: a fine-tuning run (load it with `load_classifier`).
+      ValueError: a fine-tuning run (load it with `load_finetuned`).
     """
     mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig(data=-1))
 
@@ -162,34 +162,41 @@ def load_base(base: dict | None, init_from: str, run_dir: str | Path) -> Pretrai
     return pretrained
 
 
-def load_classifier(path: str | Path, mesh=None):
-    """A fine-tuned classifier (eval mode) from its run directory.
+def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
+    """A fine-tuned model (eval mode) from its run directory: a classifier, a tagger or a
+    question answerer, as the run's `finetune.task` says.
+
+    Args:
+      task: the task the caller serves; another run's is an error naming both.
 
     Returns:
-      (module, labels, tokenizer_path, max_seq_length).
+      (module, labels, tokenizer_path, the run's FinetuneConfig).
 
     Raises:
       FileNotFoundError: no readable checkpoint or no tokenizer.json in the run directory.
-      ValueError: a run that is not a fine-tuned classifier.
+      ValueError: a run that is not fine-tuned, or not for `task`.
     """
 
     def parts(saved: dict):
         if "labels" not in saved:
-            raise ValueError(f"{path} is not a fine-tuned classifier (no labels saved); "
-                             f"train one with python -m jaxlm.finetune")
+            raise ValueError(f"{path} is not a fine-tuned model (no labels saved); train one "
+                             f"with python -m jaxlm.finetune")
         saved = dict(saved)
         labels = tuple(saved.pop("labels"))
         model_cfg = from_dict(ModelConfig, saved.pop("model"))
         base = saved.pop("base", None)
-        return labels, model_cfg, base, from_dict(FinetuneConfig, saved)
+        cfg = from_dict(FinetuneConfig, saved)
+        if task is not None and cfg.finetune.task != task:
+            raise ValueError(f"{path} was fine-tuned for {cfg.finetune.task}, not {task}")
+        return labels, model_cfg, base, cfg
 
     def build(saved: dict):
         labels, model_cfg, _, cfg = parts(saved)
         devices = mesh if mesh is not None else sharding.make_mesh(
             dataclasses.replace(cfg.mesh, data=-1, fsdp=1, tensor=1))
-        task = classify_task(len(labels), cfg.finetune.classifier_dropout)
+        head = finetuning_task(cfg.finetune.task, len(labels), cfg.finetune.classifier_dropout)
         return setup_state(model_cfg, cfg.train.seed, optim.make_optimizer(cfg.train), devices,
-                           task, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
+                           head, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
 
     params, setup, _, saved = restore_newest(path, build)
     labels, model_cfg, base, cfg = parts(saved)
@@ -200,7 +207,7 @@ def load_classifier(path: str | Path, mesh=None):
         fixed = dataclasses.replace(fixed, frozen=frozen)
     module = merge(setup.model, params, fixed)
     module.eval()
-    return module, labels, run_tokenizer(path, "jaxlm.finetune"), cfg.data.max_seq_length
+    return module, labels, run_tokenizer(path, "jaxlm.finetune"), cfg
 
 
 def load_masked_lm(path: str | Path):

@@ -1,8 +1,8 @@
 """The model kinds, in one table: for each, the module it builds, its loss terms, its FLOPs
 and the data recipe it trains on.
 
-Pretraining kinds are chosen by `model.kind` (`PRETRAINING`); a fine-tuning kind puts a
-task head on a pretrained encoder and is built for its number of labels (`classify_task`).
+Pretraining kinds are chosen by `model.kind` (`PRETRAINING`); a fine-tuning task puts a
+head on a pretrained encoder and is built for its number of labels (`finetuning_task`).
 """
 
 from __future__ import annotations
@@ -97,3 +97,12 @@ def question_answering_task() -> Task:
         counts=example_counts("span"), sums=span_sums,
         flops=lambda cfg, s: flops.token_head_train_flops(cfg, *s["input_ids"], 2),
         tokens=lambda s: s["input_ids"][0] * s["input_ids"][1])
+
+
+def finetuning_task(name: str, num_labels: int, classifier_dropout: float) -> Task:
+    """The task of `finetune.task` (config.TASKS), with `num_labels` labels or tags."""
+    if name == "token_classification":
+        return token_classify_task(num_labels, classifier_dropout)
+    if name == "question_answering":
+        return question_answering_task()
+    return classify_task(num_labels, classifier_dropout)

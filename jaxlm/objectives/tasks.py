@@ -94,17 +94,13 @@ def encoder_decoder_sums(module: EncoderDecoderTransformer, batch: dict) -> dict
 
 
 def classify_sums(module: BertForSequenceClassification, batch: dict) -> dict:
-    """Cross entropy, hits and the confusion matrix of the classifier, summed over real
-    examples (`example_weights` 0 marks the padding rows of a last, partial batch)."""
+    """Cross entropy and hits of the classifier, summed over real examples (`example_weights`
+    0 marks the padding rows of a last, partial batch)."""
     logits_BK = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     labels_B, w_B = batch["label"], batch["example_weights"].astype(jnp.float32)
-    K = logits_BK.shape[-1]
-    truth_BK = jax.nn.one_hot(labels_B, K) * w_B[:, None]
-    predicted_BK = jax.nn.one_hot(jnp.argmax(logits_BK, -1), K)
     return {"cls_loss": jnp.sum(losses.cross_entropy(logits_BK[:, None], labels_B[:, None])[:, 0]
                                 * w_B),
-            "cls_correct": _hits(logits_BK, labels_B, w_B),
-            "cls_confusion": jnp.einsum("BK,BJ->KJ", truth_BK, predicted_BK)}
+            "cls_correct": _hits(logits_BK, labels_B, w_B)}
 
 
 def tag_sums(module: BertForTokenClassification, batch: dict) -> dict:

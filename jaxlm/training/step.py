@@ -133,3 +133,26 @@ def make_eval_step(setup: StateSetup, mesh: Mesh):
     return jax.jit(step, in_shardings=(setup.shardings.params, setup.fixed_shardings,
                                        sharding.batch_sharding(mesh)),
                    out_shardings=rep)
+
+
+def make_predict_step(setup: StateSetup, mesh: Mesh):
+    """Builds `predict(params, fixed, batch) -> (sums, outputs)` for a fine-tuning head
+    (dropout off): the eval sums of `make_eval_step` and the module's outputs for every row
+    (logits; start and end logits), for the metrics that need each prediction (entity F1,
+    answer spans). The module runs once: XLA merges the two identical calls."""
+    rep = sharding.replicated(mesh)
+    task = setup.model.task
+
+    def step(params, fixed, batch):
+        module = merge(setup.model, params, fixed)
+        module.eval()
+        counts = {f"{o}_count": n for o, n in task.counts(batch).items()}
+        with sharding.activation_layout(mesh):
+            sums = {**task.sums(module, batch), **counts}
+            outputs = module(batch["input_ids"], batch["token_type_ids"],
+                             batch["attention_mask"])
+        return sums, outputs
+
+    return jax.jit(step, in_shardings=(setup.shardings.params, setup.fixed_shardings,
+                                       sharding.batch_sharding(mesh)),
+                   out_shardings=rep)

@@ -1,0 +1,111 @@
+"""Batches of encoded examples for fine-tuning, for every task (classification, tagging,
+question answering): length-grouped training batches and in-order evaluation batches.
+
+The arrays are any task's, keyed by name, one row per example (or QA window); they must
+hold `input_ids` and `attention_mask` [N, T] and `example_weights` [N]. Training batches are
+cut to the longest row (rounded up to 16) of each batch, every [N, T] array alike.
+"""
+
+from __future__ import annotations
+
+import grain
+import jax
+import numpy as np
+
+from jaxlm.data.corpus import DataError
+from jaxlm.data.loader import ArraySource, batch_loader
+
+
+def pad_rows(arrays: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    """Appends rows of weight 0 so that the row count is a multiple of `multiple`."""
+    n = len(arrays["example_weights"])
+    extra = -n % multiple
+    return {k: np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
+            for k, a in arrays.items()}
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int,
+                           group: int = 50) -> list[np.ndarray]:
+    """Rows of each full batch of one epoch, sentences of similar length together.
+
+    A seeded shuffle is cut into groups of `group` batches, each group is sorted by length
+    and cut into batches, and the batches are shuffled (as Hugging Face's
+    `group_by_length`): padding each batch to its longest sentence then wastes little.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))[:len(lengths) - len(lengths) % batch_size]
+    size = group * batch_size
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        order[start:start + size] = chunk[np.argsort(-lengths[chunk], kind="stable")]
+    batches = order.reshape(-1, batch_size)
+    return list(batches[rng.permutation(len(batches))])
+
+
+class GroupedBatches:
+    """Grain source whose record r is batch r % n of epoch r // n (n batches per epoch):
+    this process's rows of it, padded only to a multiple of `pad_to` covering its longest
+    sentence. Every process computes the same batches, so shapes agree across hosts."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, epochs: int, seed: int,
+                 pad_to: int = 16, process_index: int = 0, process_count: int = 1):
+        self.arrays, self.batch_size, self.seed, self.pad_to = arrays, batch_size, seed, pad_to
+        self.lengths = arrays["attention_mask"].sum(1)
+        self.per_epoch = len(self.lengths) // batch_size
+        self.epochs = epochs
+        self.rows = slice(process_index * batch_size // process_count,
+                          (process_index + 1) * batch_size // process_count)
+        self._epoch_batches = (None, None)  # (epoch, its batches), replaced as one
+
+    def __len__(self) -> int:
+        return self.epochs * self.per_epoch
+
+    def __getitem__(self, record: int) -> dict[str, np.ndarray]:
+        epoch, k = divmod(record, self.per_epoch)
+        # Grain's reader threads call this concurrently: read and replace the pair in one
+        # step, so no thread sees a new epoch with the old (or no) batches.
+        cached_epoch, batches = self._epoch_batches
+        if epoch != cached_epoch:
+            batches = length_grouped_batches(self.lengths, self.batch_size, self.seed + epoch)
+            self._epoch_batches = (epoch, batches)
+        rows = batches[k]
+        T = self.padded_length(rows)
+        return {key: a[rows[self.rows]][:, :T] if a.ndim == 2 else a[rows[self.rows]]
+                for key, a in self.arrays.items()}
+
+    def padded_length(self, rows: np.ndarray) -> int:
+        """T of the batch of these rows: its longest sentence rounded up to `pad_to`."""
+        return min(-(-int(self.lengths[rows].max()) // self.pad_to) * self.pad_to,
+                   self.arrays["input_ids"].shape[1])
+
+    def mean_length(self) -> float:
+        """The padded length T of the first epoch's batches, averaged (no rows copied)."""
+        batches = length_grouped_batches(self.lengths, self.batch_size, self.seed)
+        return float(np.mean([self.padded_length(rows) for rows in batches]))
+
+    def __repr__(self) -> str:
+        return (f"GroupedBatches(n={len(self.lengths)}, batch_size={self.batch_size}, "
+                f"epochs={self.epochs}, seed={self.seed}, pad_to={self.pad_to})")
+
+
+def train_loader(arrays: dict[str, np.ndarray], batch_size: int, epochs: int, seed: int):
+    """`epochs` epochs of length-grouped batches (`GroupedBatches`), this process's rows,
+    resumable through Grain; and their mean padded length."""
+    if len(arrays["example_weights"]) < batch_size:
+        raise DataError(f"the training split has {len(arrays['example_weights'])} examples, "
+                        f"fewer than one batch of {batch_size}")
+    source = GroupedBatches(arrays, batch_size, epochs, seed,
+                            process_index=jax.process_index(),
+                            process_count=jax.process_count())
+    loader = grain.DataLoader(
+        data_source=source,
+        sampler=grain.samplers.SequentialSampler(len(source), grain.sharding.NoSharding()),
+        worker_count=0)
+    return loader, source.mean_length()
+
+
+def eval_loader(arrays: dict[str, np.ndarray], batch_size: int):
+    """Every example once, in order; the last batch padded with weight-0 rows."""
+    padded = pad_rows(arrays, batch_size)
+    return batch_loader(ArraySource(padded, "eval"), batch_size, seed=0, shuffle=False,
+                        num_epochs=1)
