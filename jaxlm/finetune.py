@@ -54,7 +54,7 @@ log = logging.getLogger("jaxlm")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
 
 def split_scores(predict, params, fixed, data: TaskData, split: str, batch_size: int,
-                 task: tasks.Task, task_module, mesh) -> dict:
+                 task: tasks.Task, mesh) -> dict:
     """Loss and the task's scores (`eval_`-prefixed) of one split."""
     totals, outputs = None, []
     for local in batching.eval_loader(data.arrays[split], batch_size):
@@ -66,7 +66,7 @@ def split_scores(predict, params, fixed, data: TaskData, split: str, batch_size:
     line = tasks.eval_metrics(task, totals)
     line.pop("eval_perplexity")
     return {**line, **{f"eval_{k}": v
-                       for k, v in task_module.score(data, split, outputs).items()}}
+                       for k, v in data.score(split, outputs).items()}}
 
 
 def data_order(cfg: FinetuneConfig) -> dict:
@@ -97,8 +97,7 @@ def run(cfg: FinetuneConfig) -> dict:
     if T > pretrained.config.max_position_embeddings:
         raise ConfigError(f"data.max_seq_length={T} exceeds the model's "
                           f"max_position_embeddings={pretrained.config.max_position_embeddings}")
-    task_module = TASK_MODULES[cfg.finetune.task]
-    data = task_module.read(cfg, tokenizer)
+    data = TASK_MODULES[cfg.finetune.task].read(cfg, tokenizer)
     for name, notes in data.notes.items():
         if any(notes.values()):
             log.warning("%s: %s", name.replace("_", " "), notes)
@@ -168,7 +167,7 @@ def run(cfg: FinetuneConfig) -> dict:
         predict = make_predict_step(setup, mesh)
 
         def scores(params, split: str) -> dict:
-            return split_scores(predict, params, fixed, data, split, B, task, task_module, mesh)
+            return split_scores(predict, params, fixed, data, split, B, task, mesh)
 
         def validate(params):
             return {k: v for k, v in scores(params, "validation").items()

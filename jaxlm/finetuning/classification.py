@@ -4,6 +4,7 @@ accuracy, macro-F1 and the confusion matrix."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -16,7 +17,7 @@ from jaxlm.objectives.tasks import confusion_metrics
 
 def read(cfg: FinetuneConfig, tokenizer: Tokenizer) -> TaskData:
     """The splits of the labelled files (the Pang & Lee polarity data by default), encoded;
-    the label set comes from the training split.
+    the label set comes from the training file.
 
     Raises:
       DataError: unreadable files, a label that training lacks, no validation examples.
@@ -25,22 +26,22 @@ def read(cfg: FinetuneConfig, tokenizer: Tokenizer) -> TaskData:
     if not data.train_file and not data.column_names:
         data = dataclasses.replace(data, column_names=cls_data.POLARITY_COLUMNS)
     train_file = data.train_file or cls_data.fetch_polarity(data.cache_dir)
-    splits = read_splits(data, lambda path: cls_data.read_examples(path, data), train_file,
-                         cfg.train.seed)
-    labels = cls_data.label_set(splits["train"])
+    splits, whole_file = read_splits(data, lambda path: cls_data.read_examples(path, data),
+                                     train_file, cfg.train.seed)
+    labels = cls_data.label_set(whole_file)
     arrays, truncated = {}, {}
     for name in SPLITS:
         arrays[name], truncated[name] = cls_data.encode(
             tokenizer, splits[name], labels, data.max_seq_length, name)
     return TaskData(arrays=arrays, examples=splits, labels=labels,
                     sizes={k: len(v) for k, v in splits.items()},
-                    notes={"truncated": truncated})
+                    notes={"truncated": truncated},
+                    score=functools.partial(score, {k: a["label"] for k, a in arrays.items()},
+                                            len(labels)))
 
 
-def score(data: TaskData, split: str, logits_NK: np.ndarray) -> dict:
+def score(labels: dict[str, np.ndarray], K: int, split: str, logits_NK: np.ndarray) -> dict:
     """Accuracy, macro-F1 and the confusion matrix (rows: true label) of one split."""
-    K = len(data.labels)
-    truth_N = data.arrays[split]["label"]
     confusion_KK = np.zeros((K, K), np.int64)
-    np.add.at(confusion_KK, (truth_N, np.argmax(logits_NK, -1)), 1)
+    np.add.at(confusion_KK, (labels[split], np.argmax(logits_NK, -1)), 1)
     return {**confusion_metrics(confusion_KK), "confusion": confusion_KK.tolist()}

@@ -21,7 +21,8 @@ class TaskData:
 
     `arrays[split]` holds the model's inputs and targets, one row per example (per context
     window for question answering), with `example_weights`; `examples[split]` what scoring
-    needs besides the outputs (the sentences, the questions and their windows).
+    needs besides the outputs (the sentences, the questions and their windows); `score`
+    scores a split from the head's outputs for its rows, in order.
     """
 
     arrays: dict[str, dict[str, np.ndarray]]
@@ -29,6 +30,7 @@ class TaskData:
     labels: tuple[str, ...]  # saved with the model; () for question answering
     sizes: dict[str, int]  # examples (questions) per split
     notes: dict  # what preprocessing cut or dropped, for results.json
+    score: typing.Callable[[str, typing.Any], dict]  # (split, the head's outputs) -> scores
 
 
 def sample(items: list, limit: int, seed: int) -> list:
@@ -41,10 +43,11 @@ def sample(items: list, limit: int, seed: int) -> list:
 
 
 def read_splits(cfg: FinetuneDataConfig, read: typing.Callable[[str | Path], list],
-                train_file: str | Path, seed: int) -> dict[str, list]:
+                train_file: str | Path, seed: int) -> tuple[dict[str, list], list]:
     """train / validation / test items (`read` of each file), splitting the training file
     by the fractions where no validation or test file is given, and sampling
-    `max_train_examples` / `max_eval_examples`.
+    `max_train_examples` / `max_eval_examples`; and every item of the training file, where
+    labels and tags come from (so that a rare one split off or left out is still known).
 
     Raises:
       DataError: no validation examples.
@@ -62,4 +65,5 @@ def read_splits(cfg: FinetuneDataConfig, read: typing.Callable[[str | Path], lis
                         "data.validation_fraction > 0")
     return {"train": sample(train, cfg.max_train_examples, seed),
             "validation": sample(val, cfg.max_eval_examples, seed),
-            "test": sample(test, cfg.max_eval_examples, seed)}
+            "test": sample(test, cfg.max_eval_examples, seed)}, items
+
