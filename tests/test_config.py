@@ -83,3 +83,28 @@ def test_finetune_config_parses_and_checks_its_keys():
     with pytest.raises(ConfigError, match="must leave examples to train on"):
         load(path, ["data.validation_fraction=0.5", "data.test_fraction=0.5"],
              cls=FinetuneConfig)
+
+
+@pytest.mark.parametrize("name, task, metric, dataset", [
+    ("finetune_classify", "sequence_classification", "accuracy", "polarity"),
+    ("finetune_ner", "token_classification", "f1", "wnut16"),
+    ("finetune_pos", "token_classification", "accuracy", "wsj_pos"),
+    ("finetune_qa", "question_answering", "f1", "squad_shifts"),
+])
+def test_each_task_config_parses(name, task, metric, dataset):
+    from jaxlm.config import FinetuneConfig
+
+    cfg = load(Path(__file__).parent.parent / "configs" / f"{name}.yaml", cls=FinetuneConfig)
+    assert (cfg.finetune.task, cfg.metric, cfg.dataset) == (task, metric, dataset)
+
+
+def test_a_task_refuses_what_belongs_to_another():
+    from jaxlm.config import FinetuneConfig
+
+    with pytest.raises(ConfigError, match=r"data.dataset: 'wnut16' is not a data set of "
+                                          r"question_answering"):
+        load(None, ["finetune.task=question_answering", "data.dataset=wnut16"],
+             cls=FinetuneConfig)
+    with pytest.raises(ConfigError, match=r"finetune.task: 'ner' is not one of"):
+        load(None, ["finetune.task=ner"], cls=FinetuneConfig)
+    assert load(None, ["finetune.task=question_answering"], cls=FinetuneConfig).metric == "f1"

@@ -176,6 +176,8 @@ def load_weights(tree: dict, shardings: dict, values: dict[str, np.ndarray]) -> 
     return jax.tree_util.tree_map_with_path(replace, tree, shardings), used
 
 
-# Under LoRA these are trained; every other parameter is frozen.
+# Under LoRA these are trained, the adapters and the task head (classifier or tagger,
+# qa_outputs); every other parameter is frozen.
 LORA_TRAINABLE = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("lora"),
-                                            nnx.PathContains("classifier")))
+                                            nnx.PathContains("classifier"),
+                                            nnx.PathContains("qa_outputs")))
