@@ -1,19 +1,23 @@
-"""Fine-tuning benchmark, jaxlm against the references in the same run.
+"""Fine-tuning benchmark, jaxlm against the references in the same run, for every task.
 
-    python -m benchmarks.finetune --init-from path/to/all-MiniLM-L6 --epochs 1
+    python -m benchmarks.finetune --task classify --init-from path/to/all-MiniLM-L6
+    python -m benchmarks.finetune --task ner --init-from ... --epochs 3
+    python -m benchmarks.finetune --task qa --init-from ... data.max_train_examples=2000
 
-On the seeded 80/10/10 split of the Pang & Lee polarity data that `jaxlm.finetune` uses:
+Each task runs its config (configs/finetune_{classify,ner,pos,qa}.yaml, overridable) on the
+same seeded splits:
 
-- `tfidf`: a bag-of-words baseline, TF-IDF features (raw counts x smoothed IDF, rows
-  L2-normalised, as scikit-learn's defaults) and L2-regularised logistic regression
-  fitted with scipy's L-BFGS, C in {0.1, 1, 10, 100} chosen on validation; test accuracy.
-- `jaxlm`: `jaxlm.finetune` from `--init-from` for `--epochs` (train.py's recipe otherwise:
-  configs/finetune_classify.yaml); seconds per epoch and test accuracy.
-- `torch`: Hugging Face `BertForSequenceClassification` fine-tuned from the same
-  checkpoint with torch's AdamW, the same batch size, learning rate, warmup and linear
-  decay, each batch padded to its longest sentence (max length 128, as a plain
-  `transformers` script does; `benchmarks.peers.torch.finetune`); seconds per epoch and
-  test accuracy.
+- a baseline without a model: for classification TF-IDF features (raw counts x smoothed
+  IDF, rows L2-normalised, as scikit-learn's defaults) and L2-regularised logistic
+  regression fitted with scipy's L-BFGS, C in {0.1, 1, 10, 100} chosen on validation; for
+  tagging each word's most frequent training tag (the overall most frequent one for unseen
+  words); for question answering the first sentence of the passage;
+- `jaxlm`: `jaxlm.finetune` from `--init-from` for `--epochs`; seconds per epoch and test
+  scores;
+- `torch`: the Hugging Face head (`BertForSequenceClassification`, `...TokenClassification`,
+  `...QuestionAnswering`) fine-tuned from the same checkpoint with torch's AdamW and the
+  same recipe on jaxlm's encoded splits and batches, scored by the same code
+  (`benchmarks.peers.torch.finetune`); seconds per epoch and test scores.
 
 The last line printed is one JSON object with every figure and the ratio of epoch times.
 """
@@ -25,13 +29,20 @@ import collections
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks.peers import torch as torch_peer
 from jaxlm import finetune
 from jaxlm.config import FinetuneConfig, load
+from jaxlm.data import load_tokenizer
 from jaxlm.data.classification import label_set
+from jaxlm.finetuning import TASK_MODULES
+from jaxlm.finetuning.common import TaskData
+from jaxlm.inference.load import load_pretrained
+from jaxlm.objectives.entities import entity_scores, token_accuracy
+from jaxlm.objectives.squad import squad_scores
 from jaxlm.training import host
 from jaxlm.training.metrics import setup_logging
 
@@ -94,38 +105,78 @@ def tfidf_baseline(train, validation, test, Cs=(0.1, 1.0, 10.0, 100.0)) -> dict:
             "test_accuracy": accuracy(fits[best], F_test, test)}
 
 
+def most_frequent_tag_baseline(train, test) -> dict:
+    """Entity scores and word accuracy on `test` of tagging every word with its most frequent
+    tag in `train` (sentences), or the most frequent tag overall for a word never seen."""
+    by_word: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for sentence in train:
+        for word, tag in zip(sentence.words, sentence.tags, strict=True):
+            by_word[word][tag] += 1
+    overall = collections.Counter(t for s in train for t in s.tags).most_common(1)[0][0]
+    predicted = [[by_word[w].most_common(1)[0][0] if w in by_word else overall
+                  for w in s.words] for s in test]
+    gold = [list(s.tags) for s in test]
+    scores = entity_scores(gold, predicted)
+    return {"f1": scores["f1"], "accuracy": token_accuracy(gold, predicted)}
+
+
+def first_sentence_baseline(questions) -> dict:
+    """SQuAD exact match and F1 of answering every question with its passage's first
+    sentence (up to the first ". ", "? " or "! ")."""
+    answers = {q.id: re.split(r"(?<=[.?!])\s", q.context.strip(), maxsplit=1)[0]
+               for q in questions}
+    return squad_scores(answers, questions)
+
+
+TASKS = {"classify": "finetune_classify", "ner": "finetune_ner", "pos": "finetune_pos",
+         "qa": "finetune_qa"}
+
+
+def baseline(task: str, data: TaskData) -> dict:
+    """The task's model-free baseline on the test split (module docstring)."""
+    if task == "sequence_classification":
+        return tfidf_baseline(*(data.examples[k] for k in ("train", "validation", "test")))
+    if task == "token_classification":
+        return most_frequent_tag_baseline(data.examples["train"][0], data.examples["test"][0])
+    return first_sentence_baseline(data.examples["test"][0])
+
+
+def _floats(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if isinstance(v, float)}
+
+
 def main(argv: list[str] | None = None) -> int:
     host.keep_freed_memory()  # before JAX starts its CPU client
     parser = argparse.ArgumentParser(prog="python -m benchmarks.finetune")
+    parser.add_argument("--task", choices=sorted(TASKS), default="classify")
     parser.add_argument("--init-from", required=True, help="a Hugging Face BERT directory")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--compare", default="tfidf,jaxlm,torch")
+    parser.add_argument("--compare", default="baseline,jaxlm,torch")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="finetune config overrides, e.g. train.learning_rate=5e-5")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = load(finetune.DEFAULT_CONFIG, [f"init_from={args.init_from}",
-                                         f"finetune.epochs={args.epochs}",
-                                         "train.progress_bar=false", *args.overrides],
-               cls=FinetuneConfig)
-    splits = finetune.read_splits(cfg, cfg.train.seed)
-    report: dict = {"epochs": args.epochs, "train": len(splits["train"]),
-                    "test": len(splits["test"])}
+    config = Path(finetune.DEFAULT_CONFIG).with_name(f"{TASKS[args.task]}.yaml")
+    cfg = load(config, [f"init_from={args.init_from}", f"finetune.epochs={args.epochs}",
+                        "train.progress_bar=false", *args.overrides], cls=FinetuneConfig)
+    setup_logging()
+    task = cfg.finetune.task
+    data = TASK_MODULES[task].read(cfg, load_tokenizer(load_pretrained(args.init_from)
+                                                       .tokenizer_path))
+    report: dict = {"task": task, "epochs": args.epochs, "sizes": data.sizes,
+                    "rows": {k: len(a["example_weights"]) for k, a in data.arrays.items()},
+                    "overrides": args.overrides}
     compare = args.compare.split(",")
-    if "tfidf" in compare:
-        report["tfidf"] = tfidf_baseline(splits["train"], splits["validation"], splits["test"])
-        print(f"tfidf + logistic regression (C={report['tfidf']['C']} by validation): test "
-              f"accuracy {report['tfidf']['test_accuracy']:.4f}")
+    if "baseline" in compare:
+        report["baseline"] = _floats(baseline(task, data))
+        print(f"baseline: {report['baseline']}")
     if "jaxlm" in compare:
-        setup_logging()
         results = finetune.run(cfg)
-        report["jaxlm"] = {"epoch_s": results["epoch_s"],
-                           "test_accuracy": results["test"]["accuracy"]}
-        print(f"jaxlm: {results['epoch_s']:.1f} s/epoch, test accuracy "
-              f"{results['test']['accuracy']:.4f}")
+        report["jaxlm"] = {"epoch_s": results["epoch_s"], "test": _floats(results["test"])}
+        print(f"jaxlm: {results['epoch_s']:.1f} s/epoch, test {report['jaxlm']['test']}")
     if "torch" in compare:
-        report["torch"] = torch_peer.finetune(args.init_from, splits, args.epochs, cfg)
-        print(f"torch: {report['torch']['epoch_s']:.1f} s/epoch, test accuracy "
-              f"{report['torch']['test_accuracy']:.4f}")
+        theirs = torch_peer.finetune(args.init_from, data, args.epochs, cfg)
+        report["torch"] = {"epoch_s": theirs["epoch_s"], "test": _floats(theirs["test"])}
+        print(f"torch: {theirs['epoch_s']:.1f} s/epoch, test {report['torch']['test']}")
     if "jaxlm" in report and "torch" in report:
         report["torch_over_jaxlm_epoch_time"] = (report["torch"]["epoch_s"]
                                                  / report["jaxlm"]["epoch_s"])

@@ -1,9 +1,11 @@
-"""Score a trained encoder-decoder on its held-out pairs: corpus BLEU and exact match.
+"""Score a trained encoder-decoder on its held-out pairs: corpus BLEU, ROUGE-1/2/L and exact
+match.
 
     python -m jaxlm.evaluate --checkpoint runs/reverse_tiny --beam-size 4
 
 Each held-out source is decoded with beam search (`jaxlm.inference.beam_search`); the decoded text
-and the reference text are split into words and scored with `jaxlm.objectives.bleu`.
+and the reference text are split into words and scored with `jaxlm.objectives.bleu` and
+`jaxlm.objectives.rouge` (tests check both against sacrebleu and rouge-score).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from jaxlm.data import load_tokenizer, prepare
 from jaxlm.inference.beam_search import beam_search
 from jaxlm.inference.generate import decode_text
 from jaxlm.inference.load import load_run
-from jaxlm.objectives import bleu
+from jaxlm.objectives import bleu, rouge
 from jaxlm.objectives.registry import pretraining_task
 
 
 def score_held_out(run_dir: str, *, beam_size: int = 4, length_penalty: float = 0.6,
              limit: int = 0, batch_size: int = 64) -> dict:
-    """BLEU and exact match of beam-search outputs on the run's held-out split."""
+    """BLEU, ROUGE and exact match of beam-search outputs on the run's held-out split."""
     model, cfg, tokenizer_path = load_run(run_dir, ("encoder_decoder",), "evaluation")
     prepared = prepare(cfg.data, seed=cfg.train.seed,
                        recipe=pretraining_task(cfg.model.kind).recipe)
@@ -49,13 +51,14 @@ def score_held_out(run_dir: str, *, beam_size: int = 4, length_penalty: float = 
             hypotheses.append(decode_text(tokenizer, out).split())
             references.append(decode_text(tokenizer, reference).split())
     return {"pairs": n, "bleu": bleu.corpus_bleu(hypotheses, references),
+            **rouge.corpus_rouge(hypotheses, references),
             "exact_match": bleu.exact_match(hypotheses, references),
             "examples": [" ".join(h) for h in hypotheses[:3]]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxlm.evaluate", description=(
-        "BLEU and exact match of a trained encoder-decoder on its held-out pairs."))
+        "BLEU, ROUGE and exact match of a trained encoder-decoder on its held-out pairs."))
     parser.add_argument("--checkpoint", required=True, help="the run directory")
     parser.add_argument("--beam-size", type=int, default=4)
     parser.add_argument("--length-penalty", type=float, default=0.6)

@@ -43,3 +43,30 @@ def test_tfidf_and_logistic_regression_match_scikit_learn():
     np.testing.assert_allclose(wb[-1], model.intercept_[0], atol=1e-3)
     report = finetune.tfidf_baseline(train, test, test)
     assert report["test_accuracy"] == report["validation_accuracy"] > 0.8
+
+
+def test_most_frequent_tag_baseline_by_hand():
+    from jaxlm.data.tagging import TaggedSentence
+
+    train = [TaggedSentence(("Paris", "is", "big"), ("B-loc", "O", "O"), 1),
+             TaggedSentence(("Paris", "Hilton"), ("B-per", "I-per"), 2),
+             TaggedSentence(("Paris", "again"), ("B-loc", "O"), 3)]
+    test = [TaggedSentence(("Paris", "Hilton", "is", "new"), ("B-per", "I-per", "O", "O"), 4)]
+    # Paris -> B-loc (2 of 3), Hilton -> I-per, is -> O, new (unseen) -> O (the most
+    # frequent tag overall, 4 of 7): B-loc I-per O O. Gold entity per[0:2]; predicted
+    # loc[0:1] and per[1:2] (an I- after another type starts a chunk): no entity right.
+    report = finetune.most_frequent_tag_baseline(train, test)
+    assert report == {"f1": 0.0, "accuracy": 0.75}
+
+
+def test_first_sentence_baseline_by_hand():
+    from jaxlm.data.squad import QAExample
+
+    questions = [QAExample("a", "who?", "Ann Lee wrote it. Then she left.", (("Ann Lee", 0),),
+                           "t"),
+                 QAExample("b", "what?", "A cat sat. On a mat.", (("mat", 15),), "t")]
+    # "Ann Lee wrote it." vs "Ann Lee": no exact match, F1 = 2 * (2/4 * 2/2) / (2/4 + 1)
+    # = 2/3; "A cat sat." vs "mat": 0 and 0.
+    report = finetune.first_sentence_baseline(questions)
+    assert report["exact_match"] == 0.0
+    np.testing.assert_allclose(report["f1"], 100 * (2 / 3) / 2)

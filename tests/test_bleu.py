@@ -41,3 +41,25 @@ def test_exact_match_and_errors():
     assert exact_match([[1, 2], [3]], [[1, 2], [4]]) == 0.5
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
         corpus_bleu([[1], [2]], [[1]])
+
+
+def _corpus(seed: int, n: int = 60) -> tuple[list[list[str]], list[list[str]]]:
+    """Random hypothesis/reference pairs over a 12-word vocabulary (many partial overlaps)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(12)]
+    refs = [list(rng.choice(words, rng.integers(4, 15))) for _ in range(n)]
+    hyps = [[w if rng.random() < 0.7 else str(rng.choice(words)) for w in r][
+        :max(1, len(r) + int(rng.integers(-3, 3)))] for r in refs]
+    return hyps, refs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_corpus_bleu_equals_sacrebleu(seed):
+    """On pre-split tokens, without smoothing or sacrebleu's own tokenizer, the two agree."""
+    sacrebleu = pytest.importorskip("sacrebleu")
+    hyps, refs = _corpus(seed)
+    theirs = sacrebleu.corpus_bleu([" ".join(h) for h in hyps], [[" ".join(r) for r in refs]],
+                                   tokenize="none", smooth_method="none", force=True)
+    assert 100 * corpus_bleu(hyps, refs) == pytest.approx(theirs.score, abs=1e-9)

@@ -1,5 +1,5 @@
 """The Hugging Face PyTorch references: BERT pretraining (a peer of `benchmarks.pretrain`) and
-sentence-classification fine-tuning (run in-process by `benchmarks.finetune`).
+fine-tuning of each task head (run in-process by `benchmarks.finetune`).
 
     python -m benchmarks.peers.torch BATCH.npz '{"hidden_size": 256, ...}'
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from benchmarks.common import Batch, Measure, hf_bert_config, serve_peer, timer
 from jaxlm.config import FinetuneConfig, ModelConfig
-from jaxlm.data.classification import label_set
+from jaxlm.data.batching import GroupedBatches
+from jaxlm.finetuning.common import TaskData
 
 
 def start_pretraining(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
@@ -53,52 +54,85 @@ def start_pretraining(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
                                    "amp": amp}
 
 
-def finetune(init_from: str, splits, epochs: int, cfg: FinetuneConfig) -> dict:
-    """Seconds per epoch and test accuracy of Hugging Face `BertForSequenceClassification`
+# The transformers class of each fine-tuning task's head.
+HEADS = {"sequence_classification": "BertForSequenceClassification",
+         "token_classification": "BertForTokenClassification",
+         "question_answering": "BertForQuestionAnswering"}
+
+
+def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig) -> dict:
+    """Seconds per epoch and test scores of the Hugging Face head of `cfg.finetune.task`
     fine-tuned from `init_from` with torch's AdamW and `cfg`'s batch size, learning rate,
-    warmup and linear decay, each batch padded to its longest sentence (max length 128, as a
-    plain `transformers` script does)."""
+    warmup, linear decay and clipping, on jaxlm's encoded splits: the same tokens and the
+    same length-grouped batches (each padded to its longest row), scored by the same code."""
     import torch
     import transformers
 
     torch.manual_seed(cfg.train.seed)
-    labels = list(label_set(splits["train"]))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(init_from)
-    model = transformers.BertForSequenceClassification.from_pretrained(
-        init_from, num_labels=len(labels))
+    task = cfg.finetune.task
+    head = getattr(transformers, HEADS[task])
+    model = (head.from_pretrained(init_from) if task == "question_answering" else
+             head.from_pretrained(init_from, num_labels=len(data.labels),
+                                  classifier_dropout=cfg.finetune.classifier_dropout))
     B = cfg.train.batch_size
-    steps = epochs * (len(splits["train"]) // B)
+    source = GroupedBatches(data.arrays["train"], B, epochs, cfg.train.seed)
+    steps = len(source)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.learning_rate,
                                   weight_decay=cfg.train.weight_decay, eps=cfg.train.adam_eps)
     schedule = transformers.get_linear_schedule_with_warmup(
         optimizer, round(cfg.finetune.warmup_fraction * steps), steps)
 
-    def batch(examples):
-        enc = tokenizer([e.text for e in examples], padding=True, truncation=True,
-                        max_length=128, return_tensors="pt")
-        return enc, torch.tensor([labels.index(e.label) for e in examples])
+    def targets(batch: dict) -> dict:
+        if task == "sequence_classification":
+            return {"labels": batch["label"]}
+        if task == "token_classification":  # -100: no loss on other sub-words and padding
+            return {"labels": np.where(batch["tag_weights"] > 0, batch["tag_ids"], -100)}
+        return {"start_positions": batch["start_positions"],
+                "end_positions": batch["end_positions"]}
 
-    order = np.random.default_rng(cfg.train.seed)
+    def inputs(batch: dict) -> dict:
+        return {k: torch.from_numpy(np.asarray(batch[k])).long()
+                for k in ("input_ids", "token_type_ids", "attention_mask")}
+
     started = time.perf_counter()
     model.train()
-    for _ in range(epochs):
-        train = [splits["train"][i] for i in order.permutation(len(splits["train"]))]
-        for s in range(len(train) // B):
-            inputs, y = batch(train[s * B:(s + 1) * B])
-            loss = model(**inputs, labels=y).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
+    for record in range(steps):
+        batch = source[record]
+        labels = {k: torch.from_numpy(np.asarray(v)).long() for k, v in targets(batch).items()}
+        model(**inputs(batch), **labels).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
     epoch_s = (time.perf_counter() - started) / epochs
     model.eval()
-    hits = 0
+    return {"epoch_s": epoch_s, "test": data.score("test", _outputs(model, data, task))}
+
+
+def _outputs(model, data: TaskData, task: str, batch_size: int = 64):
+    """The model's outputs for every test row, in order, padded back to the arrays' length."""
+    import torch
+
+    arrays = data.arrays["test"]
+    N, T = arrays["input_ids"].shape
+    parts = []
     with torch.no_grad():
-        for s in range(0, len(splits["test"]), 64):
-            inputs, y = batch(splits["test"][s:s + 64])
-            hits += int((model(**inputs).logits.argmax(-1) == y).sum())
-    return {"epoch_s": epoch_s, "test_accuracy": hits / len(splits["test"])}
+        for first in range(0, N, batch_size):
+            rows = slice(first, first + batch_size)
+            t = int(arrays["attention_mask"][rows].sum(1).max())
+            out = model(**{k: torch.from_numpy(arrays[k][rows, :t]).long()
+                           for k in ("input_ids", "token_type_ids", "attention_mask")})
+            if task == "question_answering":
+                parts.append(tuple(np.pad(x.numpy(), ((0, 0), (0, T - t)),
+                                          constant_values=-1e9)
+                                   for x in (out.start_logits, out.end_logits)))
+            elif task == "token_classification":
+                parts.append(np.pad(out.logits.numpy(), ((0, 0), (0, T - t), (0, 0))))
+            else:
+                parts.append(out.logits.numpy())
+    if task == "question_answering":
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(2))
+    return np.concatenate(parts)
 
 
 if __name__ == "__main__":
