@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from jaxlm.data import DataError, load_tokenizer
 from jaxlm.inference.classify import classify
 from jaxlm.inference.load import load_finetuned
+from jaxlm.inference.texts import read_texts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,15 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        texts = list(args.texts)
-        if args.file:
-            path = Path(args.file)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found")
-            texts += [line for line in path.read_text(encoding="utf-8").splitlines()
-                      if line.strip()]
-        if not texts:
-            raise ValueError("no texts given: pass them as arguments or with --file")
+        texts = read_texts(args.texts, args.file)
         model, labels, tokenizer_path, cfg = load_finetuned(args.checkpoint,
                                                             task="sequence_classification")
         results = classify(model, load_tokenizer(tokenizer_path), labels, texts,

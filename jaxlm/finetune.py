@@ -47,7 +47,7 @@ from jaxlm.training.loop import EarlyStopping, train_loop
 from jaxlm.training.plot import plot_run
 from jaxlm.training.run_dir import RunDirInUse, exclusive
 from jaxlm.training.state import LORA_TRAINABLE, count_params, load_weights, setup_state
-from jaxlm.training.step import make_predict_step, make_train_step
+from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
 
@@ -164,7 +164,7 @@ def run(cfg: FinetuneConfig) -> dict:
             flops_per_step=task.flops(model_cfg, shapes), peak=metrics.peak_flops(),
             keys=tasks.train_metric_keys(task), tensorboard=cfg.train.tensorboard,
             progress_bar=cfg.train.progress_bar)
-        predict = make_predict_step(setup, mesh)
+        predict = make_eval_step(setup, mesh, outputs=True)
 
         def scores(params, split: str) -> dict:
             return split_scores(predict, params, fixed, data, split, B, task, mesh)

@@ -11,30 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from jaxlm.data import DataError, load_tokenizer
 from jaxlm.inference.load import load_finetuned
 from jaxlm.inference.tag import tag
-
-
-def read_texts(texts: list[str], file: str | None) -> list[str]:
-    """The texts given as arguments, then the non-empty lines of `file`.
-
-    Raises:
-      FileNotFoundError: `file` does not exist.
-      ValueError: no text at all.
-    """
-    texts = list(texts)
-    if file:
-        path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found")
-        texts += [line for line in path.read_text(encoding="utf-8").splitlines()
-                  if line.strip()]
-    if not texts:
-        raise ValueError("no texts given: pass them as arguments or with --file")
-    return texts
+from jaxlm.inference.texts import read_texts
 
 
 def main(argv: list[str] | None = None) -> int:

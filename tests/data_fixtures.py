@@ -76,3 +76,24 @@ def check_whole_words(batch: dict[str, np.ndarray], is_continuation: np.ndarray)
                 pieces_seen += 1
                 assert (prev in positions) == (p in positions), (row, prev, p)
     return pieces_seen
+
+
+def tiny_hf_bert(root: Path, texts: list[str], max_positions: int) -> Path:
+    """A tiny randomly initialised BERT saved as a Hugging Face directory `root/tiny_bert`,
+    with a WordPiece tokenizer trained on `texts`: a pretrained model to fine-tune."""
+    from flax import nnx
+
+    from jaxlm.config import ModelConfig
+    from jaxlm.data.tokenizer import train_tokenizer
+    from jaxlm.hf import bert as hf
+    from jaxlm.models.bert import BertForPreTraining
+
+    tokenizer = train_tokenizer(lambda: texts, 2000, True)
+    tokenizer.save(str(root / "tokenizer.json"))
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=2,
+                         num_heads=4, intermediate_size=64,
+                         max_position_embeddings=max_positions)
+    model = BertForPreTraining(config, rngs=nnx.Rngs(0))
+    directory = hf.save_pretrained(model, config, root / "tiny_bert")
+    hf.save_tokenizer(root / "tokenizer.json", config, directory)
+    return directory

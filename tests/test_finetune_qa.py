@@ -6,16 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from flax import nnx
+from data_fixtures import tiny_hf_bert
 
 from jaxlm import answer as answer_cli
 from jaxlm import export, finetune
-from jaxlm.config import FinetuneConfig, ModelConfig, load
+from jaxlm.config import FinetuneConfig, load
 from jaxlm.data import classification as cd
-from jaxlm.data.tokenizer import train_tokenizer
-from jaxlm.hf import bert as hf
 from jaxlm.inference.load import load_finetuned
-from jaxlm.models.bert import BertForPreTraining
 
 QUESTION = "which word comes first ?"
 
@@ -39,13 +36,7 @@ def squad_files(tmp_path_factory):
     questions = [(f"q{i}", s, s.split()[0], 0) for i, s in enumerate(sentences)]
     (root / "train.json").write_text(json.dumps(_squad(questions[:320])))
     (root / "dev.json").write_text(json.dumps(_squad(questions[320:])))
-    tokenizer = train_tokenizer(lambda: sentences + [QUESTION], 2000, True)
-    tokenizer.save(str(root / "tokenizer.json"))
-    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=2,
-                         num_heads=4, intermediate_size=64, max_position_embeddings=64)
-    model = BertForPreTraining(config, rngs=nnx.Rngs(0))
-    hf.save_tokenizer(root / "tokenizer.json", config,
-                      hf.save_pretrained(model, config, root / "tiny_bert"))
+    tiny_hf_bert(root, sentences + [QUESTION], 64)
     return root, sentences
 
 

@@ -6,16 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from flax import nnx
+from data_fixtures import tiny_hf_bert
 
 from jaxlm import export, finetune
 from jaxlm import tag as tag_cli
-from jaxlm.config import FinetuneConfig, ModelConfig, load
+from jaxlm.config import FinetuneConfig, load
 from jaxlm.data import tagging
-from jaxlm.data.tokenizer import train_tokenizer
-from jaxlm.hf import bert as hf
 from jaxlm.inference.load import load_finetuned
-from jaxlm.models.bert import BertForPreTraining
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +22,7 @@ def wsj(tmp_path_factory):
     root = tmp_path_factory.mktemp("tagging")
     path = tagging.fetch_wsj_pos("~/.cache/jaxlm")
     sentences = tagging.read_tagged(path, "word_tag")
-    tokenizer = train_tokenizer(lambda: [" ".join(s.words) for s in sentences], 2000, True)
-    tokenizer.save(str(root / "tokenizer.json"))
-    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=2,
-                         num_heads=4, intermediate_size=64, max_position_embeddings=128)
-    model = BertForPreTraining(config, rngs=nnx.Rngs(0))
-    hf.save_tokenizer(root / "tokenizer.json", config,
-                      hf.save_pretrained(model, config, root / "tiny_bert"))
+    tiny_hf_bert(root, [" ".join(s.words) for s in sentences], 128)
     return root, path, sentences
 
 

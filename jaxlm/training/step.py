@@ -115,31 +115,15 @@ def make_train_step(setup: StateSetup, tx: optax.GradientTransformation,
                    out_shardings=(setup.shardings, rep), donate_argnums=0)
 
 
-def make_eval_step(setup: StateSetup, mesh: Mesh):
+def make_eval_step(setup: StateSetup, mesh: Mesh, outputs: bool = False):
     """Builds `eval_step(params, fixed, batch) -> sums` (dropout off), with each objective's
     `<obj>_count`; add the sums over the held-out batches and finish with
-    `tasks.eval_metrics`."""
-    rep = sharding.replicated(mesh)
+    `tasks.eval_metrics`.
 
-    task = setup.model.task
-
-    def step(params, fixed, batch):
-        module = merge(setup.model, params, fixed)
-        module.eval()
-        counts = {f"{o}_count": n for o, n in task.counts(batch).items()}
-        with sharding.activation_layout(mesh):
-            return {**task.sums(module, batch), **counts}
-
-    return jax.jit(step, in_shardings=(setup.shardings.params, setup.fixed_shardings,
-                                       sharding.batch_sharding(mesh)),
-                   out_shardings=rep)
-
-
-def make_predict_step(setup: StateSetup, mesh: Mesh):
-    """Builds `predict(params, fixed, batch) -> (sums, outputs)` for a fine-tuning head
-    (dropout off): the eval sums of `make_eval_step` and the module's outputs for every row
-    (logits; start and end logits), for the metrics that need each prediction (entity F1,
-    answer spans). The module runs once: XLA merges the two identical calls."""
+    With `outputs` (fine-tuning heads) it returns `(sums, outputs)`: also the module's outputs
+    for every row (logits; start and end logits), for the scores that need each prediction
+    (entity F1, answer spans). The module runs once: XLA merges the two identical calls.
+    """
     rep = sharding.replicated(mesh)
     task = setup.model.task
 
@@ -149,9 +133,10 @@ def make_predict_step(setup: StateSetup, mesh: Mesh):
         counts = {f"{o}_count": n for o, n in task.counts(batch).items()}
         with sharding.activation_layout(mesh):
             sums = {**task.sums(module, batch), **counts}
-            outputs = module(batch["input_ids"], batch["token_type_ids"],
-                             batch["attention_mask"])
-        return sums, outputs
+            if not outputs:
+                return sums
+            return sums, module(batch["input_ids"], batch["token_type_ids"],
+                                batch["attention_mask"])
 
     return jax.jit(step, in_shardings=(setup.shardings.params, setup.fixed_shardings,
                                        sharding.batch_sharding(mesh)),
