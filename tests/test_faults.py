@@ -62,7 +62,7 @@ def _kill_somewhere(proc: subprocess.Popen, run_dir: Path, rng: np.random.Genera
     return f"{where} {step}" if where == "step" else str(where)
 
 
-@pytest.mark.parametrize("seed", [0, 1, *(pytest.param(s, marks=SLOW) for s in range(2, 8))])
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=SLOW) for s in range(1, 8))])
 def test_killed_runs_resume_bit_for_bit(run_overrides, unbroken, tmp_path, seed):
     rng = np.random.default_rng(seed)
     kills = [_kill_somewhere(_train_py(tmp_path, run_overrides, *ARGS), tmp_path, rng)
@@ -178,18 +178,17 @@ FILE_SIZE_LIMIT = ["bash", "-c", "ulimit -f 98; trap '' XFSZ; exec \"$@\"", "--"
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing(run_overrides, unbroken,
-                                                                 tmp_path):
+                                                                 tmp_path, main):
     """The first checkpoint's larger array files cannot be written: the run stops with one
     line naming the directory and the OS error, exit 1; the same command with room again
     trains the whole run, bit for bit."""
-    proc = _train_py(tmp_path, run_overrides, *ARGS, env={"JAX_ENABLE_COMPILATION_CACHE": "0"},
-                     launcher=FILE_SIZE_LIMIT)
+    proc = _train_py(tmp_path, run_overrides, *ARGS, launcher=FILE_SIZE_LIMIT)
     out = proc.communicate(timeout=300)[0]
     assert proc.returncode == 1, out
-    errors = [line for line in out.splitlines() if "ERROR" in line]
-    assert f"writing a checkpoint under {tmp_path / 'checkpoints'} failed" in errors[-1], out
-    assert "File too large" in errors[-1] and "Traceback" not in out, out
-    assert len(out.splitlines()) < 25, out
-    again = _train_py(tmp_path, run_overrides, *ARGS)
-    assert again.wait(300) == 0, again.stdout.read()
+    errors = [line for line in out.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, out
+    assert f"writing a checkpoint under {tmp_path / 'checkpoints'} failed" in errors[0], out
+    assert "File too large" in errors[0] and "Traceback" not in out, out
+    code, printed = main(tmp_path)
+    assert code == 0, printed
     assert _lines(tmp_path) == _lines(unbroken)

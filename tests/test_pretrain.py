@@ -109,6 +109,7 @@ def test_grad_accumulation_equals_big_batch(run_overrides, tmp_path):
                                atol=1e-5)
 
 
+@pytest.mark.slow  # tests/test_faults.py kills at random points, mid-save included
 def test_kill_and_rerun_resumes_bitwise(run_overrides, tmp_path):
     """kill -9 between checkpoints, re-run the same command: the losses of an unbroken run."""
     args = ["train.steps=12", "train.checkpoint_every=4"]
