@@ -74,10 +74,8 @@ def test_killed_runs_resume_bit_for_bit(run_overrides, unbroken, tmp_path, seed)
     assert [line["step"] for line in _lines(tmp_path)] == list(range(1, STEPS + 1))
 
 
-def _corrupt_a_file(checkpoint: Path, rng: np.random.Generator) -> str:
-    """Random bytes over part of, or truncation of, a random file of `checkpoint`."""
-    files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
-    path = files[rng.integers(len(files))]
+def _damage(path: Path, rng: np.random.Generator) -> str:
+    """Random bytes over part of `path`, or `path` truncated; what was done."""
     raw = bytearray(path.read_bytes())
     if rng.random() < 0.5 and raw:
         size = int(rng.integers(1, min(64, len(raw)) + 1))
@@ -88,7 +86,19 @@ def _corrupt_a_file(checkpoint: Path, rng: np.random.Generator) -> str:
         raw = raw[:int(rng.integers(0, max(len(raw), 1)))]
         how = f"truncated to {len(raw)} bytes"
     path.write_bytes(bytes(raw))
-    return f"{path.relative_to(checkpoint)}: {how}"
+    return f"{path.name}: {how}"
+
+
+def _corrupt(checkpoint: Path, where: str, rng: np.random.Generator) -> list[str]:
+    """Damages one random file of `checkpoint` ("any"), or every file that holds array bytes
+    ("arrays": some of them are superseded OCDBT nodes that no read touches, and which those
+    are changes from run to run), or the data iterator's position ("iterator")."""
+    files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
+    if where == "arrays":
+        return [_damage(p, rng) for p in files if p.parent.name == "d"]
+    if where == "iterator":
+        return [_damage(checkpoint / "data" / "process_0-of-1.json", rng)]
+    return [_damage(files[rng.integers(len(files))], rng)]
 
 
 def _cut_copy(unbroken: Path, run_dir: Path, last_step: int) -> None:
@@ -120,22 +130,26 @@ def main(run_overrides, monkeypatch, capsys):
     return call
 
 
-# Seeds 3, 9 and 14 damage bytes that are read: an array file Orbax fails to decode (3), one
-# that decodes to other values, caught by the checksums only (9), the data iterator's JSON
-# (14); most other seeds hit bytes of superseded OCDBT nodes that nothing reads.
-@pytest.mark.parametrize("seed", [3, 9, 14, *(pytest.param(s, marks=SLOW) for s in range(16)
-                                              if s not in (3, 9, 14))])
-def test_corrupt_checkpoint_bytes_resume_or_refuse(unbroken, tmp_path, main, seed):
+@pytest.mark.parametrize("where, seed", [
+    ("arrays", 0), ("iterator", 0), ("any", 0),
+    *(pytest.param("any", s, marks=SLOW) for s in range(1, 16)),
+    *(pytest.param(where, s, marks=SLOW) for where in ("arrays", "iterator")
+      for s in range(1, 4))])
+def test_corrupt_checkpoint_bytes_resume_or_refuse(unbroken, tmp_path, main, where, seed):
     """Training after the newest checkpoint was damaged either matches the unbroken run from
     an older checkpoint (or from this one, where the damage is in bytes nothing reads), or
-    stops with a short message that names the checkpoint, changing none of its files."""
+    stops with a short message that names the checkpoint, changing none of its files.
+    Damage to every array file or to the data position is never resumed from."""
     rng = np.random.default_rng(seed)
     _cut_copy(unbroken, tmp_path, 6)
-    damage = _corrupt_a_file(tmp_path / "checkpoints" / "6", rng)
+    damage = _corrupt(tmp_path / "checkpoints" / "6", where, rng)
     before = {p: p.read_bytes() for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()}
     code, out = main(tmp_path)
     if code == 0:
         assert _lines(tmp_path) == _lines(unbroken), damage
+        if where != "any":
+            assert [p.name.split("-")[0] for p in (tmp_path / "corrupt_checkpoints").iterdir()
+                    ] == ["6"], (damage, out)
     else:
         assert "Traceback" not in out and len(out.strip().splitlines()) <= 3, (damage, out)
         assert str(tmp_path / "checkpoints" / "6") in out, (damage, out)
