@@ -72,6 +72,7 @@ def test_cached_decoding_equals_full_recompute(config):
         np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5)
 
 
+@pytest.mark.slow  # about 25 s; test_pairs trains, decodes and scores an encoder-decoder too
 def test_learns_to_reverse_a_few_pairs(config):
     """Teacher-forced training on four (sequence, reversed sequence) pairs, then greedy
     decoding without the targets gives every reversed sequence back."""
