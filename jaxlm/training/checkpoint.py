@@ -198,11 +198,12 @@ class Checkpointer:
             try:
                 state = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))["state"]
-                verify(self.manager, step, state)
+                saved_integrity = _saved_integrity(self.manager, step)
+                verify(saved_integrity, state)
                 if not changed:
                     self.manager.restore(step, args=ocp.args.Composite(
                         data=grain.checkpoint.CheckpointRestore(data_iterator)))
-                    _verify_iterator(self.manager, step, data_iterator)
+                    _verify_iterator(saved_integrity, data_iterator)
             except Exception as e:  # noqa: BLE001 - unreadable unless Grain says it mismatches
                 reason = _iterator_mismatch(e)
                 if reason is None:
@@ -301,12 +302,12 @@ def _saved_integrity(manager, step: int) -> dict:
         integrity=ocp.args.JsonRestore()))["integrity"]
 
 
-def verify(manager, step: int, state) -> None:
-    """Raises CorruptCheckpoint when the restored arrays of checkpoint `step` (all of its state,
-    or the fields not None) do not match the checksums saved with them, or hold NaN or inf."""
+def verify(saved_integrity: dict, state) -> None:
+    """Raises CorruptCheckpoint when the restored arrays (all of a state, or its fields not
+    None) do not match the checksums saved with them (`_saved_integrity`), or hold NaN or
+    inf."""
     checksums, bad = integrity.summarize(state)
-    changed = integrity.mismatches(_saved_integrity(manager, step).get("checksums", {}),
-                                   checksums)
+    changed = integrity.mismatches(saved_integrity.get("checksums", {}), checksums)
     if changed:
         raise CorruptCheckpoint(f"{len(changed)} arrays do not match their checksums "
                                 f"({', '.join(changed[:3])})")
@@ -322,10 +323,10 @@ def _iterator_crc32s(data_iterator) -> list[int]:
     return [int(c) for c in multihost_utils.process_allgather(crc)]
 
 
-def _verify_iterator(manager, step: int, data_iterator) -> None:
+def _verify_iterator(saved_integrity: dict, data_iterator) -> None:
     """Raises CorruptCheckpoint when the restored data-iterator position of this process is
     not the one saved (its JSON can change and still parse, e.g. one digit of a position)."""
-    saved = _saved_integrity(manager, step).get("data_crc32")
+    saved = saved_integrity.get("data_crc32")
     if saved is not None and saved[jax.process_index()] != zlib.crc32(data_iterator.get_state()):
         raise CorruptCheckpoint("the data-iterator position does not match its CRC-32")
 
@@ -378,8 +379,8 @@ def restore_params(manager, step: int, abstract_state):
     params = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
         partial_restore=True)))["state"]["params"]
-    verify(manager, step, TrainState(params=params, opt_state=None, step=None, rng=None,
-                                     skipped=None, bad_streak=None))
+    verify(_saved_integrity(manager, step), TrainState(
+        params=params, opt_state=None, step=None, rng=None, skipped=None, bad_streak=None))
     return params
 
 
