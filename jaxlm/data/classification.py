@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 
 from jaxlm.config import FinetuneDataConfig
 from jaxlm.data.corpus import DataError, fetch_member
-from jaxlm.data.tokenizer import special_ids
+from jaxlm.data.tokenizer import encode_padded
 
 log = logging.getLogger(__name__)
 
@@ -171,25 +171,8 @@ def encode(tokenizer: Tokenizer, examples: list[Example], labels: tuple[str, ...
         where = next(e.line for e in examples if e.label == unknown[0])
         raise DataError(f"{source}:{where}: label {unknown[0]!r} is not among the training "
                         f"labels {list(labels)}")
-    pad = special_ids(tokenizer).pad
-    tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
-    try:
-        pairs = any(e.text_pair for e in examples)
-        inputs = [(e.text, e.text_pair) if pairs else e.text for e in examples]
-        encodings = tokenizer.encode_batch(inputs)
-    finally:
-        tokenizer.no_truncation()
-    N, T = len(examples), max_seq_length
-    arrays = {"input_ids": np.full((N, T), pad, np.int32),
-              "token_type_ids": np.zeros((N, T), np.int32),
-              "attention_mask": np.zeros((N, T), np.int32),
-              "label": np.array([index[e.label] for e in examples], np.int32),
-              "example_weights": np.ones((N,), np.float32)}
-    truncated = 0
-    for i, enc in enumerate(encodings):
-        n = len(enc.ids)
-        arrays["input_ids"][i, :n] = enc.ids
-        arrays["token_type_ids"][i, :n] = enc.type_ids
-        arrays["attention_mask"][i, :n] = 1
-        truncated += bool(enc.overflowing)
+    pairs = any(e.text_pair for e in examples)
+    inputs = [(e.text, e.text_pair) if pairs else e.text for e in examples]
+    _, arrays, truncated = encode_padded(tokenizer, inputs, max_seq_length)
+    arrays["label"] = np.array([index[e.label] for e in examples], np.int32)
     return arrays, truncated

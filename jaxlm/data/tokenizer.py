@@ -186,3 +186,32 @@ def continuation_mask(tokenizer: Tokenizer) -> np.ndarray:
     size = tokenizer.get_vocab_size()
     tokens = [tokenizer.id_to_token(i) or "" for i in range(size)]
     return np.array([t.startswith(prefix) and t != prefix for t in tokens], dtype=bool)
+
+
+def encode_padded(tokenizer: Tokenizer, inputs: list, max_seq_length: int, **encode_options
+                  ) -> tuple[list, dict[str, np.ndarray], int]:
+    """Encodes `inputs` (texts, text pairs, or with `is_pretokenized=True` word lists), each
+    cut to `max_seq_length` tokens (the longest text of a pair first), and pads them into
+    arrays: input_ids (padded with [PAD]), token_type_ids and attention_mask [N, T] int32
+    and example_weights [N] float32 ones. The tokenizer's truncation is left as it was.
+
+    Returns:
+      (the encodings, the arrays, how many inputs were cut).
+    """
+    pad = special_ids(tokenizer).pad
+    tokenizer.enable_truncation(max_seq_length, strategy="longest_first")
+    try:
+        encodings = tokenizer.encode_batch(inputs, **encode_options)
+    finally:
+        tokenizer.no_truncation()
+    N, T = len(inputs), max_seq_length
+    arrays = {"input_ids": np.full((N, T), pad, np.int32),
+              "token_type_ids": np.zeros((N, T), np.int32),
+              "attention_mask": np.zeros((N, T), np.int32),
+              "example_weights": np.ones((N,), np.float32)}
+    for i, enc in enumerate(encodings):
+        n = len(enc.ids)
+        arrays["input_ids"][i, :n] = enc.ids
+        arrays["token_type_ids"][i, :n] = enc.type_ids
+        arrays["attention_mask"][i, :n] = 1
+    return encodings, arrays, sum(bool(enc.overflowing) for enc in encodings)
