@@ -48,7 +48,8 @@ def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
 
     def build(saved: dict):
         if "labels" in saved:
-            raise ValueError(f"{path} is a fine-tuned classifier; use python -m jaxlm.classify")
+            raise ValueError(f"{path} is a fine-tuned model; load it with load_finetuned (or "
+                             f"python -m jaxlm.classify, jaxlm.tag, jaxlm.answer)")
         cfg = from_dict(Config, saved)
         return setup_state(cfg.model, cfg.train.seed, optim.make_optimizer(cfg.train), mesh)
 
