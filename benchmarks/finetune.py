@@ -215,6 +215,7 @@ def mean_over_seeds(reports: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     host.keep_freed_memory()  # before JAX starts its CPU client
+    host.cache_compilations()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.finetune")
     parser.add_argument("--task", choices=sorted(TASKS), default="classify")
     parser.add_argument("--init-from", required=True, help="a Hugging Face BERT directory")

@@ -18,6 +18,7 @@ from pathlib import Path
 from jaxlm.data import DataError, load_tokenizer
 from jaxlm.inference.answer import answer
 from jaxlm.inference.load import load_finetuned
+from jaxlm.training.host import cache_compilations
 
 
 def read_questions(question: str | None, context: str | None, file: str | None
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context", help="the passage that holds the answer")
     parser.add_argument("--file", help='a JSONL file of {"question": ..., "context": ...}')
     args = parser.parse_args(argv)
+    cache_compilations()
     logging.basicConfig(level=logging.WARNING)
     try:
         pairs = read_questions(args.question, args.context, args.file)

@@ -16,6 +16,7 @@ from jaxlm.data import DataError, load_tokenizer
 from jaxlm.inference.classify import classify
 from jaxlm.inference.load import load_finetuned
 from jaxlm.inference.texts import read_texts
+from jaxlm.training.host import cache_compilations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="a file of texts, one per line (a<TAB>b for pairs)")
     parser.add_argument("texts", nargs="*", help='e.g. "a gorgeous , witty film"')
     args = parser.parse_args(argv)
+    cache_compilations()
     logging.basicConfig(level=logging.WARNING)
     try:
         texts = read_texts(args.texts, args.file)

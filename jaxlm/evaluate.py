@@ -23,6 +23,7 @@ from jaxlm.inference.generate import decode_text
 from jaxlm.inference.load import load_run
 from jaxlm.objectives import bleu, rouge
 from jaxlm.objectives.registry import pretraining_task
+from jaxlm.training.host import cache_compilations
 
 
 def score_held_out(run_dir: str, *, beam_size: int = 4, length_penalty: float = 0.6,
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length-penalty", type=float, default=0.6)
     parser.add_argument("--limit", type=int, default=0, help="score the first N pairs; 0 = all")
     args = parser.parse_args(argv)
+    cache_compilations()
     logging.basicConfig(level=logging.WARNING)
     try:
         report = score_held_out(args.checkpoint, beam_size=args.beam_size,

@@ -10,6 +10,7 @@ import sys
 from jaxlm.data import DataError
 from jaxlm.inference.fill_mask import fill_mask
 from jaxlm.inference.load import load_masked_lm
+from jaxlm.training.host import cache_compilations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("texts", nargs="+", help='e.g. "to be or not to [MASK] ."')
     args = parser.parse_args(argv)
+    cache_compilations()
     logging.basicConfig(level=logging.WARNING)
     try:
         model, tokenizer = load_masked_lm(args.checkpoint)

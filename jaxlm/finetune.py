@@ -204,6 +204,7 @@ def run(cfg: FinetuneConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     host.keep_freed_memory()  # before JAX starts its CPU client
+    host.cache_compilations()
     parser = argparse.ArgumentParser(
         prog="python -m jaxlm.finetune",
         description="Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "

@@ -17,6 +17,7 @@ from jaxlm.data import load_tokenizer
 from jaxlm.inference.beam_search import beam_search
 from jaxlm.inference.generate import Sampling, decode_text, encode_sources, generate
 from jaxlm.inference.load import load_run
+from jaxlm.training.host import cache_compilations
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length-penalty", type=float, default=0.6,
                         help="encoder-decoder: GNMT alpha, 0 = none")
     args = parser.parse_args(argv)
+    cache_compilations()
     logging.basicConfig(level=logging.WARNING)
     try:
         sampling = Sampling(args.temperature, args.top_k, args.top_p)

@@ -178,6 +178,7 @@ def parse_args(argv: list[str]) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     host.keep_freed_memory()  # before JAX starts its CPU client
+    host.cache_compilations()
     metrics.setup_logging()
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))

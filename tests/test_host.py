@@ -42,3 +42,31 @@ def test_settings_only_apply_when_jax_will_run_on_the_cpu(monkeypatch):
     assert not host.cpu_backend_expected() and not host.keep_freed_memory()
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     assert host.cpu_backend_expected()
+
+
+# A fresh process compiles one program with the cache on and reports whether it was loaded.
+CACHE_SCRIPT = """
+import jax, jax.numpy as jnp
+from jaxlm.training import host
+print(host.cache_compilations())
+jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()
+"""
+
+
+@pytest.mark.parametrize("where", ["default", "environment"])
+def test_compiled_programs_are_kept_on_disk_and_loaded_again(where, tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(HOME=str(tmp_path), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1")
+    expected = tmp_path / ".cache" / "jaxlm" / "xla"
+    if where == "environment":
+        expected = tmp_path / "elsewhere"
+        env["JAX_COMPILATION_CACHE_DIR"] = str(expected)
+    runs = [subprocess.run([sys.executable, "-c", CACHE_SCRIPT], capture_output=True,
+                           text=True, env=env, timeout=120) for _ in range(2)]
+    assert [r.stdout.strip() for r in runs] == [str(expected)] * 2, runs[0].stderr
+    assert any(expected.iterdir())
+    assert "Persistent compilation cache hit" not in runs[0].stderr
+    assert "Persistent compilation cache hit" in runs[1].stderr

@@ -1,4 +1,8 @@
-"""Host-process settings for XLA's CPU backend.
+"""Host-process settings: XLA's persistent compilation cache, and malloc for XLA's CPU backend.
+
+`cache_compilations` keeps compiled programs on disk, so that a rerun, a resumed run or
+another seed loads its steps instead of compiling them again (a MiniLM fine-tuning step takes
+5-7 s to compile on a 2-core CPU, once per padded batch length).
 
 XLA gets every buffer of a step, its temporary arena included, from the C library's
 malloc and frees it when the step ends. glibc serves blocks above 32 MB (a BERT-mini step
@@ -19,6 +23,8 @@ import importlib.util
 import os
 import sys
 
+# Where `cache_compilations` keeps compiled programs unless JAX_COMPILATION_CACHE_DIR says.
+XLA_CACHE = "~/.cache/jaxlm/xla"
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
@@ -32,6 +38,17 @@ def cpu_backend_expected() -> bool:
     plugins = list(importlib.metadata.entry_points(group="jax_plugins"))
     return (not plugins and importlib.util.find_spec("jax_plugins") is None
             and importlib.util.find_spec("libtpu") is None)
+
+
+def cache_compilations() -> str:
+    """Turns on JAX's persistent compilation cache in `XLA_CACHE`, or in the directory the
+    JAX_COMPILATION_CACHE_DIR environment variable names (a bucket path on a TPU slice).
+    Returns the directory in use."""
+    import jax
+
+    directory = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser(XLA_CACHE)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
 
 
 def keep_freed_memory() -> bool:
