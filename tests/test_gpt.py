@@ -54,7 +54,7 @@ def test_padded_positions_count_real_tokens_only():
 
 def test_cache_mask_is_the_causal_mask_shifted_by_the_index():
     valid = jnp.array([[False, True, True, True, True, False]])
-    m = np.asarray(cache_mask(valid, jnp.int32(3), 2))[0, 0]
+    m = np.asarray(cache_mask(valid, jnp.int32(3), 2).dense)[0, 0]
     np.testing.assert_array_equal(m, [[0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0]])
 
 

@@ -8,6 +8,7 @@ from jaxlm.config.loader import ConfigError
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_IMPLS = ("xla", "dot_product_attention", "pallas_tpu")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 DATA_FORMATS = ("text", "pairs")
@@ -36,6 +37,10 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay param_dtype)
     param_dtype: str = "float32"  # storage dtype of the parameters
     remat: str = "none"  # recompute activations in backward: "none", "full", "dots" (keep matmuls)
+    # "xla" (einsums, the reference), "dot_product_attention" (jax.nn's: cuDNN flash attention
+    # on a GPU in 16 bits, XLA elsewhere) or "pallas_tpu" (Pallas flash attention for TPUs);
+    # the last two have no attention dropout (nn.attention.attention)
+    attention_impl: str = "xla"
     lora_rank: int = 0  # R > 0 adds LoRA adapters of rank R to the attention projections
     lora_alpha: float = 16.0  # LoRA scale numerator: the update B A is scaled by alpha / R
 
@@ -68,6 +73,9 @@ class ModelConfig:
             raise ConfigError(f"model.remat: {self.remat!r} is not one of {REMAT_POLICIES}")
         if self.lora_rank < 0:
             raise ConfigError(f"model.lora_rank: must be >= 0, got {self.lora_rank}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"model.attention_impl: {self.attention_impl!r} is not one of "
+                              f"{ATTENTION_IMPLS}")
 
     @property
     def head_dim(self) -> int:

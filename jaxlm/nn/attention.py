@@ -1,11 +1,20 @@
 """Multi-head scaled dot-product attention ("Attention Is All You Need", 3.2).
 
-Masks are boolean arrays where True means "may attend"; they broadcast against
-`scores_BNTS`, so a padding mask is [B, 1, 1, S] and a causal mask [1, 1, T, S].
+A `Mask` says which keys each query may attend to. Its `dense` form is a boolean array where
+True means "may attend", broadcasting against `scores_BNTS`: a padding mask is [B, 1, 1, S],
+a causal one [1, 1, T, S]. Fused kernels that never build the [T, S] scores take the same
+mask as the real keys per row and a causal flag.
+
+Three implementations compute the same attention (`ModelConfig.attention_impl`): "xla",
+the einsums below, the reference; "dot_product_attention", `jax.nn.dot_product_attention`,
+which runs cuDNN's flash attention on a GPU; "pallas_tpu", the Pallas flash-attention kernel
+for TPUs (Dao et al. 2022), which also runs, slowly, in Pallas' interpreter on a CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import typing
 
@@ -17,9 +26,27 @@ from jaxlm.config import ModelConfig
 from jaxlm.nn.layers import Dropout, Linear, layer_norm
 
 
-def padding_mask(attention_mask_BS: jax.Array) -> jax.Array:
-    """[B, 1, 1, S] bool: every query may attend to every real (non-padding) key."""
-    return attention_mask_BS.astype(bool)[:, None, None, :]
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["dense", "keys_BS"],
+                   meta_fields=["causal", "blockwise"])
+@dataclasses.dataclass(frozen=True)
+class Mask:
+    """Which keys each query may attend to.
+
+    `dense` broadcasts to [B, N, T, S]. When `blockwise`, the same mask is also "query t
+    attends to the real keys `keys_BS` (None: all real), and only to s <= t if `causal`",
+    the form fused kernels take.
+    """
+
+    dense: jax.Array
+    keys_BS: jax.Array | None = None
+    causal: bool = False
+    blockwise: bool = True
+
+
+def padding_mask(attention_mask_BS: jax.Array) -> Mask:
+    """[B, 1, 1, S]: every query may attend to every real (non-padding) key."""
+    keys_BS = attention_mask_BS.astype(bool)
+    return Mask(keys_BS[:, None, None, :], keys_BS)
 
 
 def causal_mask(T: int) -> jax.Array:
@@ -27,24 +54,25 @@ def causal_mask(T: int) -> jax.Array:
     return jnp.tril(jnp.ones((T, T), dtype=bool))[None, None]
 
 
-def decoder_mask(attention_mask_BT: jax.Array | None, T: int) -> jax.Array:
-    """[B or 1, 1, T, T] bool: causal, and never towards a padding key."""
-    mask_11TT = causal_mask(T)
+def decoder_mask(attention_mask_BT: jax.Array | None, T: int) -> Mask:
+    """[B or 1, 1, T, T]: causal, and never towards a padding key."""
     if attention_mask_BT is None:
-        return mask_11TT
-    return mask_11TT & padding_mask(attention_mask_BT)
+        return Mask(causal_mask(T), causal=True)
+    padding = padding_mask(attention_mask_BT)
+    return Mask(causal_mask(T) & padding.dense, padding.keys_BS, causal=True)
 
 
-def cache_mask(valid_BS: jax.Array, index: jax.Array, T: int) -> jax.Array:
-    """[B, 1, T, S] bool for T new tokens written at cache slots [index, index + T).
+def cache_mask(valid_BS: jax.Array, index: jax.Array, T: int) -> Mask:
+    """[B, 1, T, S] for T new tokens written at cache slots [index, index + T).
 
     New token t may read slot s when s holds a real token (`valid_BS`, which already marks
-    the new tokens) and s <= index + t: the causal mask, shifted by what the cache holds.
+    the new tokens) and s <= index + t: the causal mask, shifted by what the cache holds,
+    which the Pallas kernel does not take (with "pallas_tpu", decoding uses the einsums).
     """
     S = valid_BS.shape[1]
     query_slot_T = index + jnp.arange(T)
     causal_TS = jnp.arange(S)[None, :] <= query_slot_T[:, None]
-    return causal_TS[None, None] & valid_BS[:, None, None, :]
+    return Mask(causal_TS[None, None] & valid_BS[:, None, None, :], blockwise=False)
 
 
 class KVCache(typing.NamedTuple):
@@ -83,6 +111,67 @@ def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arra
     return jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS.astype(v_BSNH.dtype), v_BSNH)
 
 
+def attention(impl: str, q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
+              mask: Mask, dropout: Dropout) -> jax.Array:
+    """`dot_product_attention` by implementation `impl` (module docstring).
+
+    Raises:
+      ValueError: a kernel asked for dropout on the attention probabilities, which it lacks.
+    """
+    if impl == "xla" or (impl == "pallas_tpu" and not mask.blockwise):
+        return dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask.dense, dropout)
+    if not dropout.deterministic and dropout.rate > 0:
+        raise ValueError(f"model.attention_impl={impl} has no dropout on the attention "
+                         f"probabilities: set model.attention_dropout=0.0 to train with it, "
+                         f"or use model.attention_impl=xla")
+    if impl == "dot_product_attention":
+        fused = jax.default_backend() == "gpu" and q_BTNH.dtype in (jnp.bfloat16, jnp.float16)
+        return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask.dense,
+                                            implementation="cudnn" if fused else "xla")
+    return pallas_flash_attention(q_BTNH, k_BSNH, v_BSNH, mask)
+
+
+def pallas_flash_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
+                           mask: Mask) -> jax.Array:
+    """The Pallas TPU flash-attention kernel. Its blocks are 128 positions and it takes
+    padding as segment ids, so queries and keys are padded to a multiple of 128 and a real
+    key is segment 1, a padding key 0. On a CPU it runs in Pallas' TPU interpreter (for
+    tests; its backward kernels are traced later, so the mode is set for the process).
+
+    Raises:
+      ValueError: on a GPU.
+    """
+    from jax.experimental.pallas import tpu as pltpu
+    from jax.experimental.pallas.ops.tpu import flash_attention as fa
+
+    if jax.default_backend() == "gpu":
+        raise ValueError("model.attention_impl=pallas_tpu is a TPU kernel: on a GPU use "
+                         "model.attention_impl=dot_product_attention")
+    if jax.default_backend() == "cpu":
+        pltpu.set_tpu_interpret_mode()
+
+    B, T, _, H = q_BTNH.shape
+    S = k_BSNH.shape[1]
+    T_pad, S_pad = -(-T // 128) * 128, -(-S // 128) * 128
+    keys_BS = (jnp.ones((B, S), jnp.int32) if mask.keys_BS is None
+               else mask.keys_BS.astype(jnp.int32))
+    keys_BS = jnp.pad(keys_BS, ((0, 0), (0, S_pad - S)))
+    # Causal rows of padding queries read padding keys, so that no row is empty.
+    queries_BT = keys_BS if mask.causal else jnp.ones((B, T_pad), jnp.int32)
+
+    def heads_first(x_BTNH, length):
+        return jnp.pad(jnp.swapaxes(x_BTNH, 1, 2),
+                       ((0, 0), (0, 0), (0, length - x_BTNH.shape[1]), (0, 0)))
+
+    blocks = fa.BlockSizes(**{f.name: 1 if f.name == "block_b" else 128
+                              for f in dataclasses.fields(fa.BlockSizes)})
+    out_BNTH = fa.flash_attention(
+        heads_first(q_BTNH, T_pad), heads_first(k_BSNH, S_pad), heads_first(v_BSNH, S_pad),
+        segment_ids=fa.SegmentIds(queries_BT, keys_BS), causal=mask.causal,
+        sm_scale=1 / math.sqrt(H), block_sizes=blocks)
+    return jnp.swapaxes(out_BNTH, 1, 2)[:, :T]
+
+
 def normalize_heads(x_BTNH: jax.Array) -> jax.Array:
     """Each head's vector scaled to zero mean and unit variance over H, no learned gain:
     the QK-layernorm of ViT-22B (Dehghani et al. 2023) without parameters. Applied to
@@ -113,8 +202,9 @@ class MultiHeadAttention(nnx.Module):
         self.output = Linear("BTNH,NHD->BTD", (N, H, D), ("heads", "kv", "embed"), **kw)
         self.dropout = Dropout(config.attention_dropout, rngs=rngs)
         self.qk_norm = config.qk_norm
+        self.impl = config.attention_impl
 
-    def __call__(self, x_BTD: jax.Array, mask: jax.Array,
+    def __call__(self, x_BTD: jax.Array, mask: Mask,
                  context_BSD: jax.Array | None = None) -> jax.Array:
         kv = self.key_values(x_BTD if context_BSD is None else context_BSD)
         return self.attend(x_BTD, mask, kv)
@@ -126,20 +216,20 @@ class MultiHeadAttention(nnx.Module):
             k_BSNH = normalize_heads(k_BSNH)
         return KVCache(k_BSNH, self.value(context_BSD))
 
-    def attend(self, x_BTD: jax.Array, mask: jax.Array, kv: KVCache) -> jax.Array:
-        """Queries from `x_BTD` attend over `kv`; `mask` broadcasts to [B, N, T, S]."""
+    def attend(self, x_BTD: jax.Array, mask: Mask, kv: KVCache) -> jax.Array:
+        """Queries from `x_BTD` attend over `kv`."""
         q_BTNH = self.query(x_BTD)
         if self.qk_norm:
             q_BTNH = normalize_heads(q_BTNH)
-        out_BTNH = dot_product_attention(q_BTNH, kv.k_BSNH, kv.v_BSNH, mask, self.dropout)
+        out_BTNH = attention(self.impl, q_BTNH, kv.k_BSNH, kv.v_BSNH, mask, self.dropout)
         return self.output(out_BTNH)
 
-    def decode(self, x_BTD: jax.Array, mask: jax.Array, cache: KVCache,
+    def decode(self, x_BTD: jax.Array, mask: Mask, cache: KVCache,
                index: jax.Array) -> tuple[jax.Array, KVCache]:
         """Self-attention for T new tokens at cache slots [index, index + T).
 
         Their keys/values are written into `cache` first, so they attend to everything
-        before them plus themselves; `mask` ([B, 1, T, S]) says which slots they may read.
+        before them plus themselves; `mask` (`cache_mask`) says which slots they may read.
         """
         cache = cache.write(self.key_values(x_BTD), index)
         return self.attend(x_BTD, mask, cache), cache
