@@ -1,15 +1,20 @@
-"""The Hugging Face PyTorch references: BERT pretraining (a peer of `benchmarks.pretrain`) and
-fine-tuning of each task head (run in-process by `benchmarks.finetune`).
+"""The Hugging Face PyTorch references: BERT pretraining (a peer of `benchmarks.pretrain`),
+GPT-2 generation (a peer of `benchmarks.generate`) and fine-tuning of each task head (run
+in-process by `benchmarks.finetune`).
 
     python -m benchmarks.peers.torch BATCH.npz '{"hidden_size": 256, ...}'
+    python -m benchmarks.peers.torch generate GPT2_DIRECTORY
 
-serves `python -m benchmarks.pretrain --compare torch` (`common.serve_peer`). torch and
+serve `python -m benchmarks.pretrain --compare torch` (`common.serve_peer`) and
+`python -m benchmarks.generate`. torch and
 transformers are imported inside the functions: they are optional (the `bench` extra).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import sys
 import time
 
 import numpy as np
@@ -18,6 +23,7 @@ from benchmarks.common import Batch, Measure, hf_bert_config, serve_peer, timer
 from jaxlm.config import FinetuneConfig, ModelConfig
 from jaxlm.data.batching import GroupedBatches
 from jaxlm.finetuning.common import TaskData
+from jaxlm.training import host
 from jaxlm.training.loop import EarlyStopping
 
 
@@ -155,5 +161,35 @@ def _outputs(model, data: TaskData, task: str, split: str, batch_size: int = 64)
     return np.concatenate(parts)
 
 
+def serve_generation(directory: str) -> None:
+    """The PyTorch side of `benchmarks.generate`: loads the GPT-2 in `directory` and answers
+    each JSON line {"prompts": [[id, ...], ...], "new": N} on stdin with {"seconds", "ids"}:
+    Hugging Face `generate`, greedy, KV cache on, exactly N new tokens, under
+    `torch.inference_mode`, on the GPU when there is one, timed from the prompt ids to the
+    generated ids back on the host."""
+    import torch
+    import transformers
+
+    host.keep_freed_memory()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = transformers.GPT2LMHeadModel.from_pretrained(directory).to(device).eval()
+    print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "device": device}),
+          flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            prompts = torch.tensor(request["prompts"], device=device)
+            out = model.generate(prompts, attention_mask=torch.ones_like(prompts),
+                                 max_new_tokens=request["new"], min_new_tokens=request["new"],
+                                 do_sample=False, use_cache=True, pad_token_id=0)
+        ids = out[:, prompts.shape[1]:].tolist()
+        print(json.dumps({"seconds": time.perf_counter() - started, "ids": ids}), flush=True)
+
+
 if __name__ == "__main__":
-    serve_peer(start_pretraining, "python -m benchmarks.peers.torch")
+    if sys.argv[1:2] == ["generate"]:
+        serve_generation(sys.argv[2])
+    else:
+        serve_peer(start_pretraining, "python -m benchmarks.peers.torch")

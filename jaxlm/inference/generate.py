@@ -86,14 +86,17 @@ def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndar
 @functools.cache
 def _decode_step(graphdef, sampling: Sampling):
     """`step(state, ids_BT, positions_BT, valid_BS, cache, index, key) -> (token_B, cache)`,
-    compiled once per model graph, sampling and shape (prefill, then one shape per token)."""
+    compiled once per model graph, sampling and shape (prefill, then one shape per token).
+    The cache is donated: XLA writes the new keys and values in place instead of copying
+    every layer's buffers each token."""
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=4)
     def step(state, ids_BT, positions_BT, valid_BS, cache, index, key):
         module = nnx.merge(graphdef, state)
         mask_BTS = cache_mask(valid_BS, index, ids_BT.shape[1])
-        logits_BTV, cache = module.decode(ids_BT, positions_BT, mask_BTS, cache, index)
-        return sample_token(logits_BTV[:, -1], key, sampling), cache
+        logits_B1V, cache = module.decode(ids_BT, positions_BT, mask_BTS, cache, index,
+                                          last_only=True)
+        return sample_token(logits_B1V[:, 0], key, sampling), cache
 
     return step
 
@@ -133,7 +136,9 @@ def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: 
     token_B, cache = forward(state, jnp.asarray(ids_BT), positions_BT, valid_BS, cache,
                              jnp.int32(0), jax.random.fold_in(key, 0))
     position_B = positions_BT[:, -1] + 1
-    out = [np.asarray(token_B)]
+    # Tokens stay on the device unless a stop id must be checked, so that the host queues
+    # the next step while the device runs this one.
+    out = [token_B]
     done = np.asarray(token_B) == stop_id if stop_id is not None else np.zeros(B, bool)
     for i in range(1, max_new_tokens):
         if done.all():
@@ -143,10 +148,10 @@ def generate(model: GPTLanguageModel, prompts: list[list[int]], max_new_tokens: 
         token_B, cache = forward(state, token_B[:, None], position_B[:, None], valid_BS, cache,
                                  jnp.int32(index), jax.random.fold_in(key, i))
         position_B = position_B + 1
-        out.append(np.asarray(token_B))
+        out.append(token_B)
         if stop_id is not None:
-            done |= out[-1] == stop_id
-    tokens_BN = np.stack(out, axis=1)
+            done |= np.asarray(token_B) == stop_id
+    tokens_BN = np.asarray(jnp.stack(out, axis=1))
     results = []
     for row in tokens_BN.tolist():
         if stop_id is not None and stop_id in row:

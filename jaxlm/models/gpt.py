@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlm.config import ModelConfig
-from jaxlm.nn.attention import KVCache, decoder_mask
+from jaxlm.nn.attention import KVCache, Mask, decoder_mask
 from jaxlm.nn.layers import Dropout, Embedding, LayerNorm
 from jaxlm.nn.positions import check_length, padded_positions
 from jaxlm.nn.transformer import DecoderBlock, apply_stack
@@ -77,15 +77,19 @@ class GPTLanguageModel(nnx.Module):
         return self.token_embeddings.attend(h_BTD).astype(jnp.float32)
 
     def init_cache(self, batch_size: int, max_length: int) -> list[KVCache]:
-        """Empty per-layer key/value buffers for `max_length` positions, in compute dtype."""
+        """Empty per-layer key/value buffers for `max_length` positions, in compute dtype,
+        each its own array (generation donates them to be written in place)."""
         c = self.config
         shape = (batch_size, max_length, c.num_heads, c.head_dim)
-        zeros = jnp.zeros(shape, jnp.dtype(c.dtype))
-        return [KVCache(zeros, zeros) for _ in range(c.num_layers)]
+        return [KVCache(jnp.zeros(shape, jnp.dtype(c.dtype)), jnp.zeros(shape, jnp.dtype(c.dtype)))
+                for _ in range(c.num_layers)]
 
-    def decode(self, input_ids_BT: jax.Array, positions_BT: jax.Array, mask_BTS: jax.Array,
-               cache: list[KVCache], index: jax.Array) -> tuple[jax.Array, list[KVCache]]:
-        """Logits of T new tokens stored at cache slots [index, index + T).
+    def decode(self, input_ids_BT: jax.Array, positions_BT: jax.Array, mask_BTS: Mask,
+               cache: list[KVCache], index: jax.Array,
+               last_only: bool = False) -> tuple[jax.Array, list[KVCache]]:
+        """Logits of T new tokens stored at cache slots [index, index + T), or with
+        `last_only` of the last one ([B, 1, V]: what generation reads, which spares a prefill
+        the vocabulary product at every prompt position).
 
         Prefill passes the whole (left-padded) prompt at index 0; each later step one
         token. `mask_BTS` comes from `cache_mask`.
@@ -95,4 +99,4 @@ class GPTLanguageModel(nnx.Module):
         for layer, layer_cache in zip(self.layers, cache, strict=True):
             x_BTD, layer_cache = layer.decode(x_BTD, mask_BTS, layer_cache, index)
             new_cache.append(layer_cache)
-        return self.logits(x_BTD), new_cache
+        return self.logits(x_BTD[:, -1:] if last_only else x_BTD), new_cache

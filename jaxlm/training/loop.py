@@ -93,6 +93,19 @@ def train_loop(train_cfg: TrainConfig, state: TrainState, fixed: Fixed,
     """
     summary: dict = {}
     start = step = int(jax.device_get(state.step))
+
+    def write_due_line():
+        line = logger.write_due()
+        if line is None:
+            return
+        summary["train"] = line
+        if line["bad_streak"] >= train_cfg.max_nonfinite_steps:
+            raise NonFiniteError(
+                f"{line['bad_streak']} consecutive steps up to step {line['step']} had a "
+                f"non-finite loss or gradient; their updates were skipped. The newest "
+                f"checkpoint in {checkpoints.directory} predates them. Lower "
+                f"train.learning_rate or use model.dtype=float32.")
+
     try:
         with StopRequest() as stop:
             logger.restart_clock(step)
@@ -101,22 +114,23 @@ def train_loop(train_cfg: TrainConfig, state: TrainState, fixed: Fixed,
                 state, step_metrics = train_step(state, fixed, batch)
                 step += 1
                 logger.record(step, step_metrics)
+                # The interval that ended at the previous step is fetched once this step is
+                # queued, so that the device never idles while the host logs.
+                write_due_line()
                 last = step == train_cfg.steps
                 if step == start + 1:
                     logger.restart_clock(step)  # leave compilation out of tokens/s
                 if step % train_cfg.log_every == 0 or last:
-                    summary["train"] = line = logger.flush(step)
-                    if line["bad_streak"] >= train_cfg.max_nonfinite_steps:
-                        raise NonFiniteError(
-                            f"{line['bad_streak']} consecutive steps up to step {step} had a "
-                            f"non-finite loss or gradient; their updates were skipped. The "
-                            f"newest checkpoint in {checkpoints.directory} predates them. "
-                            f"Lower train.learning_rate or use model.dtype=float32.")
+                    logger.end_interval(step)
+                evaluating = bool(train_cfg.eval_every) and (
+                    step % train_cfg.eval_every == 0 or last)
+                stopping = stop.requested()
+                if evaluating or stopping or last or step % train_cfg.checkpoint_every == 0:
+                    write_due_line()  # before the evaluation line and the checkpoint
                 eval_line = None
-                if train_cfg.eval_every and (step % train_cfg.eval_every == 0 or last):
+                if evaluating:
                     summary["eval"] = eval_line = evaluate(state.params)
                     logger.write_eval(step, eval_line)
-                stopping = stop.requested()
                 early = eval_line is not None and not last and stop_early(eval_line)
                 if step % train_cfg.checkpoint_every == 0 or last or stopping or early:
                     checkpoints.save(step, state, batches, config, eval_line)

@@ -96,6 +96,7 @@ class MetricsLogger:
         self.tokens_per_step, self.flops_per_step, self.peak = (
             tokens_per_step, flops_per_step, peak)
         self.pending: list[tuple[int, dict]] = []
+        self.due: tuple[int, list[dict]] | None = None  # a closed interval, not yet written
         self.last_time, self.last_step = None, start_step
         self.bar = self.writer = None
         if not self.active:
@@ -128,10 +129,18 @@ class MetricsLogger:
         if self.bar is not None:
             self.bar.update(1)
 
-    def flush(self, step: int) -> dict:
-        """Fetches the pending steps' metrics (one host sync) and writes their average."""
-        fetched = jax.device_get([m for _, m in self.pending])
-        self.pending = []
+    def end_interval(self, step: int) -> None:
+        """Closes the interval of steps up to `step`, without waiting for them: its line is
+        written by `write_due`, once the next step is queued."""
+        self.due, self.pending = (step, [m for _, m in self.pending]), []
+
+    def write_due(self) -> dict | None:
+        """Fetches the closed interval's metrics (one host sync, which waits for its last
+        step) and writes their average; None when no interval is due."""
+        if self.due is None:
+            return None
+        (step, pending), self.due = self.due, None
+        fetched = jax.device_get(pending)
         now = time.perf_counter()
         line = {"step": step}
         for key in self.keys:
@@ -151,6 +160,11 @@ class MetricsLogger:
                                  tok_s=f"{line['tokens_per_s']:.0f}", refresh=False)
         line["bad_streak"] = streak
         return line
+
+    def flush(self, step: int) -> dict:
+        """Closes the interval up to `step` and writes its line now."""
+        self.end_interval(step)
+        return self.write_due()
 
     def write_eval(self, step: int, metrics: dict) -> None:
         self._write({"step": step, **metrics}, "eval")
