@@ -129,6 +129,17 @@ def _outputs_and_grads(model, loss_and_outputs):
     return outputs, jax.tree.leaves(grads)
 
 
+def _assert_impl_equals_einsums(module_cls, config, impl, loss_and_outputs, real):
+    """Outputs at the real positions and every parameter's gradient with `impl` equal
+    those with "xla" (float32: 1e-5, relative for the largest gradients)."""
+    expected, expected_grads = _outputs_and_grads(_with_impl(module_cls, config, "xla"),
+                                                  loss_and_outputs)
+    out, grads = _outputs_and_grads(_with_impl(module_cls, config, impl), loss_and_outputs)
+    np.testing.assert_allclose(np.where(real, out, 0), np.where(real, expected, 0), atol=1e-5)
+    for g, e in zip(grads, expected_grads, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("impl", KERNELS)
 def test_bert_with_padding_equals_the_einsums(impl, tiny_config):
     config = dataclasses.replace(tiny_config, hidden_dropout=0.0, attention_dropout=0.0)
@@ -141,12 +152,7 @@ def test_bert_with_padding_equals_the_einsums(impl, tiny_config):
         sequence, pooled = model(ids, jnp.zeros_like(ids), attention_mask)
         return jnp.sum(jnp.where(real, sequence, 0.0) ** 2) + jnp.sum(pooled), sequence
 
-    expected, expected_grads = _outputs_and_grads(_with_impl(BertModel, config, "xla"),
-                                                  loss_and_outputs)
-    out, grads = _outputs_and_grads(_with_impl(BertModel, config, impl), loss_and_outputs)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-    for g, e in zip(grads, expected_grads, strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    _assert_impl_equals_einsums(BertModel, config, impl, loss_and_outputs, real)
 
 
 @pytest.mark.parametrize("impl", KERNELS)
@@ -162,13 +168,7 @@ def test_gpt_causal_with_left_padding_equals_the_einsums(impl, tiny_config):
         logits = model(ids, attention_mask)
         return jnp.sum(jnp.where(real, jax.nn.log_softmax(logits), 0.0)), logits
 
-    expected, expected_grads = _outputs_and_grads(_with_impl(GPTLanguageModel, config, "xla"),
-                                                  loss_and_outputs)
-    out, grads = _outputs_and_grads(_with_impl(GPTLanguageModel, config, impl),
-                                    loss_and_outputs)
-    np.testing.assert_allclose(np.where(real, out, 0), np.where(real, expected, 0), atol=1e-5)
-    for g, e in zip(grads, expected_grads, strict=True):
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
+    _assert_impl_equals_einsums(GPTLanguageModel, config, impl, loss_and_outputs, real)
 
 
 @pytest.mark.parametrize("impl", KERNELS)
