@@ -73,6 +73,14 @@ def peak_flops() -> float:
     return float("nan")
 
 
+@jax.jit
+def _stack_metrics(per_step: list[dict]) -> dict:
+    """An interval's step metrics as one [steps] array per key: one program and a few
+    transfers, where fetching every scalar took about 2.5 ms each on a busy 2-core CPU
+    (a second per 50-step line, docs/benchmarks.md)."""
+    return jax.tree.map(lambda *values: jnp.stack(values), *per_step)
+
+
 class MetricsLogger:
     """Writes metrics lines, TensorBoard scalars and the progress bar (process 0 only).
 
@@ -96,7 +104,7 @@ class MetricsLogger:
         self.tokens_per_step, self.flops_per_step, self.peak = (
             tokens_per_step, flops_per_step, peak)
         self.pending: list[tuple[int, dict]] = []
-        self.due: tuple[int, list[dict]] | None = None  # a closed interval, not yet written
+        self.due: tuple[int, dict] | None = None  # a closed interval, not yet written
         self.last_time, self.last_step = None, start_step
         self.bar = self.writer = None
         if not self.active:
@@ -132,22 +140,22 @@ class MetricsLogger:
     def end_interval(self, step: int) -> None:
         """Closes the interval of steps up to `step`, without waiting for them: its line is
         written by `write_due`, once the next step is queued."""
-        self.due, self.pending = (step, [m for _, m in self.pending]), []
+        self.due, self.pending = (step, _stack_metrics([m for _, m in self.pending])), []
 
     def write_due(self) -> dict | None:
         """Fetches the closed interval's metrics (one host sync, which waits for its last
         step) and writes their average; None when no interval is due."""
         if self.due is None:
             return None
-        (step, pending), self.due = self.due, None
-        fetched = jax.device_get(pending)
+        (step, stacked), self.due = self.due, None
+        fetched = jax.device_get(stacked)
         now = time.perf_counter()
         line = {"step": step}
         for key in self.keys:
-            line[key] = float(np.mean([m[key] for m in fetched]))
-        line["learning_rate"] = float(fetched[-1]["learning_rate"])
-        line["skipped_steps"] = int(fetched[-1]["skipped_steps"])
-        line["bad_streak"] = int(fetched[-1]["bad_streak"])
+            line[key] = float(np.mean(fetched[key]))
+        line["learning_rate"] = float(fetched["learning_rate"][-1])
+        line["skipped_steps"] = int(fetched["skipped_steps"][-1])
+        line["bad_streak"] = int(fetched["bad_streak"][-1])
         seconds = now - self.last_time if self.last_time is not None else float("nan")
         steps = step - self.last_step
         line["tokens_per_s"] = self.tokens_per_step * steps / seconds if steps > 0 else 0.0
