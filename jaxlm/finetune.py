@@ -33,11 +33,12 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxlm.compression import distill
 from jaxlm.config import ConfigError, FinetuneConfig, load, to_dict
 from jaxlm.data import DataError, batching, load_tokenizer
 from jaxlm.finetuning import TASK_MODULES
 from jaxlm.finetuning.common import TaskData
-from jaxlm.inference.load import load_pretrained
+from jaxlm.inference.load import Pretrained, load_pretrained, load_teacher
 from jaxlm.objectives import tasks
 from jaxlm.objectives.registry import finetuning_task
 from jaxlm.training import host, metrics, optim, sharding
@@ -51,7 +52,18 @@ from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
 
+DISTILL_HELP = ("Distill a fine-tuned BERT (jaxlm run or Hugging Face directory) into a "
+                "smaller student trained on the teacher's soft targets and the labels.")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
+DISTILL_CONFIG = DEFAULT_CONFIG.with_name("distill_classify.yaml")
+
+def student_from(teacher: distill.Teacher, num_layers: int) -> Pretrained:
+    """The student built from the teacher's layers (`distill.student_from_teacher`); 0
+    layers = half the teacher's."""
+    config, weights = distill.student_from_teacher(
+        teacher, num_layers or max(1, teacher.config.num_layers // 2))
+    return Pretrained(config, weights, teacher.tokenizer_path, teacher.source, None)
+
 
 def split_scores(predict, params, fixed, data: TaskData, split: str, batch_size: int,
                  task: tasks.Task, mesh) -> dict:
@@ -91,7 +103,9 @@ def run(cfg: FinetuneConfig) -> dict:
     started = time.perf_counter()
     sharding.initialize_distributed(cfg.mesh)
     mesh = sharding.make_mesh(cfg.mesh)
-    pretrained = load_pretrained(cfg.init_from)
+    teacher = load_teacher(cfg.distill.teacher) if cfg.distill.teacher else None
+    pretrained = (student_from(teacher, cfg.distill.student_layers)
+                  if teacher is not None and not cfg.init_from else load_pretrained(cfg.init_from))
     tokenizer = load_tokenizer(pretrained.tokenizer_path)
     T = cfg.data.max_seq_length
     if T > pretrained.config.max_position_embeddings:
@@ -102,6 +116,8 @@ def run(cfg: FinetuneConfig) -> dict:
         if any(notes.values()):
             log.warning("%s: %s", name.replace("_", " "), notes)
     log.info("%s: %d labels; %s examples", cfg.finetune.task, len(data.labels), data.sizes)
+    if teacher is not None:
+        distill.check_compatible(teacher, cfg.finetune.task, data.labels, tokenizer)
 
     B = cfg.train.batch_size
     sharding.check_batch_size(B, cfg.train.grad_accum_steps, mesh)
@@ -118,15 +134,25 @@ def run(cfg: FinetuneConfig) -> dict:
     model_cfg = dataclasses.replace(pretrained.config, lora_rank=lora,
                                     lora_alpha=cfg.finetune.lora_alpha)
     task = finetuning_task(cfg.finetune.task, len(data.labels), cfg.finetune.classifier_dropout)
+    trainable_filter = LORA_TRAINABLE if lora else nnx.Param
+    if teacher is not None:
+        task = distill.distillation_task(task, teacher, cfg.distill.alpha,
+                                         cfg.distill.temperature)
+        trainable_filter = distill.student_only(trainable_filter)
     tx = optim.make_optimizer(train_cfg)
-    setup = setup_state(model_cfg, cfg.train.seed, tx, mesh, task,
-                        LORA_TRAINABLE if lora else nnx.Param)
+    setup = setup_state(model_cfg, cfg.train.seed, tx, mesh, task, trainable_filter)
     trainable = count_params(setup.model.abstract_params)
-    total = trainable + count_params(setup.model.abstract_frozen)
+    teacher_weights = teacher.frozen_weights() if teacher is not None else {}
+    total = (trainable + count_params(setup.model.abstract_frozen)
+             - sum(w.size for w in teacher_weights.values()))
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
     frozen, used = load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen,
-                                pretrained.weights)
+                                {**pretrained.weights, **teacher_weights})
+    unplaced = sorted(set(teacher_weights) - used)
+    if unplaced:
+        raise ValueError(f"{cfg.distill.teacher}: teacher weights with no place in its "
+                         f"{teacher.task} model: {', '.join(unplaced[:5])}")
     fixed = dataclasses.replace(setup.fixed, frozen=frozen)
     run_dir = Path(cfg.run_dir)
     metric = f"eval_{cfg.metric}"
@@ -138,6 +164,8 @@ def run(cfg: FinetuneConfig) -> dict:
         batches = iter(loader)
         # A LoRA run's checkpoints hold no encoder: it resumes only on the same frozen weights.
         base = {"base.fingerprint": pretrained.fingerprint} if lora else {}
+        if teacher is not None:  # nor the teacher's
+            base["teacher.fingerprint"] = teacher.fingerprint
         state = checkpoints.restore(setup.abstract, batches, model_cfg, data_order(cfg), base)
         if state is None:
             state = setup.init()
@@ -156,7 +184,8 @@ def run(cfg: FinetuneConfig) -> dict:
             tokenizer.save(str(run_dir / "tokenizer.json"))
         saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
                         "model": dataclasses.asdict(model_cfg), "labels": list(data.labels),
-                        "base": pretrained.record()}
+                        "base": pretrained.record(),
+                        **({"teacher": teacher.record()} if teacher is not None else {})}
         # Batches are padded to their longest sentence: count the positions actually computed.
         shapes = {"input_ids": (B, mean_length)}
         logger = metrics.MetricsLogger(
@@ -202,22 +231,31 @@ def run(cfg: FinetuneConfig) -> dict:
         return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, distilling: bool = False) -> int:
+    """The command; `distilling` (python -m jaxlm.distill) requires distill.teacher."""
     host.keep_freed_memory()  # before JAX starts its CPU client
     host.cache_compilations()
     parser = argparse.ArgumentParser(
-        prog="python -m jaxlm.finetune",
-        description="Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "
-                    "sequence classification, token classification or question answering.",
-        epilog="Example: python -m jaxlm.finetune init_from=runs/bert_tiny finetune.epochs=3")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
-                        help="YAML config (default: configs/finetune_classify.yaml)")
+        prog="python -m jaxlm.distill" if distilling else "python -m jaxlm.finetune",
+        description=DISTILL_HELP if distilling else
+        "Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "
+        "sequence classification, token classification or question answering.",
+        epilog="Example: python -m jaxlm.distill distill.teacher=runs/classify "
+               "distill.student_layers=1" if distilling else
+               "Example: python -m jaxlm.finetune init_from=runs/bert_tiny finetune.epochs=3")
+    default = DISTILL_CONFIG if distilling else DEFAULT_CONFIG
+    parser.add_argument("--config", default=str(default),
+                        help=f"YAML config (default: configs/{default.name})")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="e.g. init_from=runs/bert_tiny finetune.lora_rank=8")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     metrics.setup_logging()
     try:
-        results = run(load(args.config, args.overrides, cls=FinetuneConfig))
+        cfg = load(args.config, args.overrides, cls=FinetuneConfig)
+        if distilling and not cfg.distill.teacher:
+            raise ConfigError("distill.teacher is not set: give a fine-tuned jaxlm run or "
+                              "Hugging Face directory to distill")
+        results = run(cfg)
     except (ConfigError, DataError, NonFiniteError, OSError, ValueError, RunDirInUse,
             metrics.MetricsFileError) as e:  # OSError: a full disk, a read-only run_dir, ...
         log.error("%s", e)

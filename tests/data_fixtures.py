@@ -109,3 +109,28 @@ def tiny_hf_bert(root: Path, texts: list[str], max_positions: int) -> Path:
     directory = hf.save_pretrained(model, config, root / "tiny_bert")
     hf.save_tokenizer(root / "tokenizer.json", config, directory)
     return directory
+
+
+# Words that separate a subset of the polarity data: every positive sentence kept has one of
+# POS and none of NEG, and the other way round.
+POS = {"best", "funny", "good"}
+NEG = {"bad", "worst", "dull"}
+
+
+def separable_polarity(path: Path, per_class: int = 100) -> tuple[list[str], list[str]]:
+    """Writes a CSV (sentiment, sentence) of `per_class` positive and negative real polarity
+    sentences that a keyword separates; returns (positive, negative) texts."""
+    import csv
+
+    from jaxlm.data import classification
+
+    rows = list(csv.reader(open(classification.fetch_polarity("~/.cache/jaxlm"),
+                                encoding="utf-8-sig")))
+    pos = [t for y, t in rows if y == "1" and POS & set(t.split()) and not NEG & set(t.split())]
+    neg = [t for y, t in rows if y == "-1" and NEG & set(t.split()) and not POS & set(t.split())]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentiment", "sentence"])
+        writer.writerows([("positive", t.strip()) for t in pos[:per_class]]
+                         + [("negative", t.strip()) for t in neg[:per_class]])
+    return pos[:per_class], neg[:per_class]

@@ -1,17 +1,15 @@
 """Fine-tuning end to end on real sentences: data, LoRA, checkpoints, results, errors."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from data_fixtures import HAS_MINILM, MINILM_DIR
+from data_fixtures import HAS_MINILM, MINILM_DIR, separable_polarity
 from flax import nnx
 
 from jaxlm import classify as classify_cli
 from jaxlm import export, finetune
 from jaxlm.config import FinetuneConfig, ModelConfig, load
-from jaxlm.data import classification as cd
 from jaxlm.data import load_tokenizer
 from jaxlm.data.tokenizer import train_tokenizer
 from jaxlm.hf import bert as hf
@@ -20,26 +18,14 @@ from jaxlm.inference import classify
 from jaxlm.inference.load import load_finetuned
 from jaxlm.models.bert import BertForPreTraining
 
-# Words that separate this subset of the polarity data: every positive sentence kept has
-# one of POS and none of NEG, and the other way round.
-POS = {"best", "funny", "good"}
-NEG = {"bad", "worst", "dull"}
-
 
 @pytest.fixture(scope="module")
 def separable(tmp_path_factory):
     """A CSV of 100 + 100 real polarity sentences that a keyword separates, and a tiny
     randomly initialised BERT with a tokenizer trained on them, as a Hugging Face dir."""
     root = tmp_path_factory.mktemp("finetune")
-    rows = list(csv.reader(open(cd.fetch_polarity("~/.cache/jaxlm"), encoding="utf-8-sig")))
-    pos = [t for y, t in rows if y == "1" and POS & set(t.split()) and not NEG & set(t.split())]
-    neg = [t for y, t in rows if y == "-1" and NEG & set(t.split()) and not POS & set(t.split())]
-    with open(root / "separable.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["sentiment", "sentence"])
-        writer.writerows([("positive", t.strip()) for t in pos[:100]]
-                         + [("negative", t.strip()) for t in neg[:100]])
-    tokenizer = train_tokenizer(lambda: pos[:100] + neg[:100], 3000, True)
+    pos, neg = separable_polarity(root / "separable.csv")
+    tokenizer = train_tokenizer(lambda: pos + neg, 3000, True)
     tokenizer.save(str(root / "tokenizer.json"))
     config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=2,
                          num_heads=4, intermediate_size=64, max_position_embeddings=64)

@@ -63,3 +63,29 @@ def test_top1_correct_is_argmax_except_on_ties():
     tied = np.array([[[1.0, 3.0, 3.0], [0.0, 2.0, -1.0]]], np.float32)
     got = losses.top1_correct(jnp.asarray(tied), jnp.asarray([[1, 1]]))
     np.testing.assert_array_equal(got, [[False, True]])  # argmax would say True, True
+
+
+def test_distillation_kl_matches_numpy():
+    rng = np.random.default_rng(5)
+    student, teacher = (rng.normal(size=(2, 3, 7)).astype(np.float32) * 3 for _ in range(2))
+    T = 2.5
+    log_p = _np_log_softmax(teacher.astype(np.float64) / T)
+    log_q = _np_log_softmax(student.astype(np.float64) / T)
+    expected = T ** 2 * (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    got = losses.distillation_kl(jnp.asarray(student), jnp.asarray(teacher), T)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.all(expected > 0)
+    same = losses.distillation_kl(jnp.asarray(teacher), jnp.asarray(teacher), T)
+    np.testing.assert_allclose(same, 0.0, atol=1e-6)
+
+
+def test_distillation_kl_gradient_is_t_times_soft_difference():
+    """d/ds T^2 KL(p || softmax(s/T)) = T (softmax(s/T) - p) (Hinton et al. 2015, 2.1)."""
+    rng = np.random.default_rng(6)
+    student, teacher = (rng.normal(size=(4, 1, 5)).astype(np.float32) for _ in range(2))
+    T = 3.0
+    got = jax.grad(lambda s: jnp.sum(losses.distillation_kl(s, jnp.asarray(teacher), T)))(
+        jnp.asarray(student))
+    p = np.exp(_np_log_softmax(teacher.astype(np.float64) / T))
+    q = np.exp(_np_log_softmax(student.astype(np.float64) / T))
+    np.testing.assert_allclose(got, T * (q - p), atol=1e-6)

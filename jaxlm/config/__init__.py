@@ -14,11 +14,17 @@ from pathlib import Path
 
 import yaml
 
-from jaxlm.config.finetuning import TASKS, FinetuneConfig, FinetuneDataConfig, FinetuneOptions
+from jaxlm.config.finetuning import (
+    TASKS,
+    DistillOptions,
+    FinetuneConfig,
+    FinetuneDataConfig,
+    FinetuneOptions,
+)
 from jaxlm.config.loader import ConfigError, from_dict, to_dict
 from jaxlm.config.pretraining import Config, DataConfig, MeshConfig, ModelConfig, TrainConfig
 
-__all__ = ["TASKS", "Config", "ConfigError", "DataConfig", "FinetuneConfig",
+__all__ = ["TASKS", "Config", "ConfigError", "DataConfig", "DistillOptions", "FinetuneConfig",
            "FinetuneDataConfig", "FinetuneOptions", "MeshConfig", "ModelConfig", "TrainConfig",
            "from_dict", "load", "to_dict"]
 

@@ -110,6 +110,26 @@ class FinetuneOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillOptions:
+    """Knowledge distillation from a fine-tuned teacher (`jaxlm.compression.distill`)."""
+
+    teacher: str = ""  # a fine-tuned jaxlm run or Hugging Face directory; "" = no teacher
+    alpha: float = 0.5  # weight of the soft-target loss; the labels' cross entropy gets 1 - alpha
+    temperature: float = 2.0  # T: both distributions are softmax(logits / T)
+    student_layers: int = 0  # without init_from, the student is this many of the teacher's
+    # layers, evenly spaced (DistilBERT); 0 = half of them
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature: must be positive, got {self.temperature}")
+        if self.student_layers < 0:
+            raise ConfigError(f"distill.student_layers: must be >= 0, got "
+                              f"{self.student_layers}")
+
+
+@dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     """A fine-tuning run: a pretrained BERT, a task and its labelled data, and the recipe.
 
@@ -124,8 +144,7 @@ class FinetuneConfig:
     train: TrainConfig = TrainConfig()
     mesh: MeshConfig = MeshConfig()
     finetune: FinetuneOptions = FinetuneOptions()
-
-
+    distill: DistillOptions = DistillOptions()
 
     def __post_init__(self):
         task = TASKS[self.finetune.task]
@@ -135,6 +154,10 @@ class FinetuneConfig:
         if self.data.dataset and self.data.dataset not in task["datasets"]:
             raise ConfigError(f"data.dataset: {self.data.dataset!r} is not a data set of "
                               f"{self.finetune.task} {task['datasets']}")
+        if self.distill.teacher and self.finetune.lora_rank and not self.init_from:
+            raise ConfigError("finetune.lora_rank with distill.teacher needs init_from: LoRA "
+                              "trains adapters on a pretrained student, not on the teacher's "
+                              "layers")
 
     @property
     def metric(self) -> str:

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 from flax import nnx
 
+from jaxlm.compression.distill import Teacher
 from jaxlm.config import Config, FinetuneConfig, MeshConfig, ModelConfig, from_dict
 from jaxlm.data import load_tokenizer
-from jaxlm.hf.bert import from_pretrained
+from jaxlm.hf.bert import from_pretrained, from_pretrained_head
+from jaxlm.models.bert import (
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from jaxlm.objectives.registry import finetuning_task
 from jaxlm.training import optim, sharding
 from jaxlm.training.checkpoint import restore_newest
+from jaxlm.training.integrity import weights_fingerprint
 from jaxlm.training.state import LORA_TRAINABLE, load_weights, merge, setup_state
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,18 @@ def run_tokenizer(path: str | Path, writer: str) -> Path:
     return tokenizer_path
 
 
+def hf_tokenizer(directory: Path) -> Path:
+    """The tokenizer next to a Hugging Face model: tokenizer.json, else vocab.txt.
+
+    Raises:
+      FileNotFoundError: neither is there.
+    """
+    for name in ("tokenizer.json", "vocab.txt"):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the model")
+
+
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
     config: ModelConfig
@@ -102,12 +120,8 @@ class Pretrained:
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """A hash of every weight's name and bytes: which base a LoRA run was trained on."""
-        digest = hashlib.sha256()
-        for name in sorted(self.weights):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(self.weights[name], np.float32).tobytes())
-        return digest.hexdigest()[:32]
+        """Which base a LoRA run was trained on."""
+        return weights_fingerprint(self.weights)
 
     def record(self) -> dict:
         """What a fine-tuned run saves of its base, to find and check it again."""
@@ -129,11 +143,7 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
                                 "Hugging Face BERT directory")
     if (directory / "config.json").is_file():
         module, config = from_pretrained(directory, encoder_only=True)
-        tokenizer_path = next((directory / n for n in ("tokenizer.json", "vocab.txt")
-                               if (directory / n).is_file()), None)
-        if tokenizer_path is None:
-            raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the "
-                                    f"model")
+        tokenizer_path = hf_tokenizer(directory)
     else:
         module, cfg, step = load_for_inference(directory, step=step)
         if cfg.model.kind != "bert":
@@ -165,7 +175,8 @@ def load_base(base: dict | None, init_from: str, run_dir: str | Path) -> Pretrai
 
 def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
     """A fine-tuned model (eval mode) from its run directory: a classifier, a tagger or a
-    question answerer, as the run's `finetune.task` says.
+    question answerer, as the run's `finetune.task` says, at its best checkpoint by
+    validation (the one its results.json scores).
 
     Args:
       task: the task the caller serves; another run's is an error naming both.
@@ -186,6 +197,7 @@ def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
         labels = tuple(saved.pop("labels"))
         model_cfg = from_dict(ModelConfig, saved.pop("model"))
         base = saved.pop("base", None)
+        saved.pop("teacher", None)  # a distilled run's teacher, checked on resume only
         cfg = from_dict(FinetuneConfig, saved)
         if task is not None and cfg.finetune.task != task:
             raise ValueError(f"{path} was fine-tuned for {cfg.finetune.task}, not {task}")
@@ -199,7 +211,7 @@ def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
         return setup_state(model_cfg, cfg.train.seed, optim.make_optimizer(cfg.train), devices,
                            head, LORA_TRAINABLE if model_cfg.lora_rank else nnx.Param)
 
-    params, setup, _, saved = restore_newest(path, build)
+    params, setup, _, saved = restore_newest(path, build, best=True)
     labels, model_cfg, base, cfg = parts(saved)
     fixed = setup.fixed
     if model_cfg.lora_rank:  # the frozen encoder is not in the checkpoint: reload it
@@ -217,9 +229,30 @@ def load_masked_lm(path: str | Path):
     if (directory / "config.json").is_file():  # Hugging Face
         model, _ = from_pretrained(directory)
         model.eval()
-        for name in ("tokenizer.json", "vocab.txt"):
-            if (directory / name).is_file():
-                return model, load_tokenizer(directory / name)
-        raise FileNotFoundError(f"{directory}: no tokenizer.json or vocab.txt next to the model")
+        return model, load_tokenizer(hf_tokenizer(directory))
     model, _, tokenizer_path = load_run(directory, ("bert",), "fill-mask")
     return model, load_tokenizer(tokenizer_path)
+
+
+# The fine-tuning task of each Hugging Face head.
+HEAD_TASKS = {BertForSequenceClassification: "sequence_classification",
+              BertForTokenClassification: "token_classification",
+              BertForQuestionAnswering: "question_answering"}
+
+
+def load_teacher(path: str | Path) -> Teacher:
+    """A fine-tuned model to distill: a jaxlm fine-tuning run (its best checkpoint, LoRA
+    merged in) or a Hugging Face directory of one of the three heads.
+
+    Raises:
+      FileNotFoundError: no checkpoint, model or tokenizer at `path`.
+      ValueError: a model that is not fine-tuned.
+    """
+    directory = Path(path).expanduser().absolute()
+    if (directory / "config.json").is_file():
+        module, labels = from_pretrained_head(directory)
+        task, tokenizer_path = HEAD_TASKS[type(module)], hf_tokenizer(directory)
+    else:
+        module, labels, tokenizer_path, cfg = load_finetuned(directory)
+        task = cfg.finetune.task
+    return Teacher.from_module(module, task, labels, tokenizer_path, directory)

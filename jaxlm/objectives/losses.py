@@ -47,3 +47,19 @@ def top1_correct(logits_BXV: jax.Array, labels_BX: jax.Array) -> jax.Array:
     is_label_BXV = _is_label(logits_BXV, labels_BX)
     best_other_BX = jnp.max(jnp.where(is_label_BXV, -jnp.inf, logits_BXV), axis=-1)
     return label_logit(logits_BXV, labels_BX) > best_other_BX
+
+
+def log_softmax(x_BXV: jax.Array) -> jax.Array:
+    """log softmax over the last axis, in float32."""
+    x_BXV = x_BXV.astype(jnp.float32)
+    return x_BXV - logsumexp(x_BXV)[..., None]
+
+
+def distillation_kl(student_BXV: jax.Array, teacher_BXV: jax.Array,
+                    temperature: float) -> jax.Array:
+    """T^2 KL(softmax(teacher / T) || softmax(student / T)) at every position (Hinton et al.
+    2015, 2: the T^2 keeps the soft targets' gradients on the scale of the hard labels'):
+    [B, X, V], [B, X, V] -> [B, X]."""
+    log_p_BXV = log_softmax(teacher_BXV / temperature)
+    log_q_BXV = log_softmax(student_BXV / temperature)
+    return temperature ** 2 * jnp.sum(jnp.exp(log_p_BXV) * (log_p_BXV - log_q_BXV), axis=-1)

@@ -41,6 +41,12 @@ class Task:
     sums: typing.Callable[[nnx.Module, dict], dict]  # -> {<obj>_loss, <obj>_correct}
     flops: typing.Callable[[ModelConfig, dict], float]  # cfg, {key: batch shape} -> FLOPs
     tokens: typing.Callable[[dict], int]  # {key: batch shape} -> tokens read per step
+    loss_weights: tuple[float, ...] = ()  # one per objective; () weighs each 1
+
+    def total_loss(self, mean_losses: dict):
+        """The loss trained on: the objectives' mean losses, weighted."""
+        weights = self.loss_weights or (1.0,) * len(self.objectives)
+        return sum(w * mean_losses[o] for w, o in zip(weights, self.objectives, strict=True))
 
 
 def _hits(logits_BXV: jax.Array, labels_BX: jax.Array, weights_BX: jax.Array) -> jax.Array:
@@ -93,34 +99,44 @@ def encoder_decoder_sums(module: EncoderDecoderTransformer, batch: dict) -> dict
             "lm_correct": _hits(logits_BTV, targets_BT, w_BT)}
 
 
-def classify_sums(module: BertForSequenceClassification, batch: dict) -> dict:
+def encoder_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What a fine-tuning head reads: (input_ids_BT, token_type_ids_BT, attention_mask_BT)."""
+    return batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
+
+
+def classify_loss(logits_BK: jax.Array, batch: dict) -> dict:
     """Cross entropy and hits of the classifier, summed over real examples (`example_weights`
     0 marks the padding rows of a last, partial batch)."""
-    logits_BK = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     labels_B, w_B = batch["label"], batch["example_weights"].astype(jnp.float32)
     return {"cls_loss": jnp.sum(losses.cross_entropy(logits_BK[:, None], labels_B[:, None])[:, 0]
                                 * w_B),
             "cls_correct": _hits(logits_BK, labels_B, w_B)}
 
 
-def tag_sums(module: BertForTokenClassification, batch: dict) -> dict:
+def classify_sums(module: BertForSequenceClassification, batch: dict) -> dict:
+    return classify_loss(module(*encoder_inputs(batch)), batch)
+
+
+def tag_loss(logits_BTK: jax.Array, batch: dict) -> dict:
     """Cross entropy and hits of the tag at each word's first sub-word (`tag_weights` 1),
     summed; other sub-words, special tokens and padding weigh 0."""
-    logits_BTK = module(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
     tags_BT, w_BT = batch["tag_ids"], batch["tag_weights"].astype(jnp.float32)
     return {"tag_loss": jnp.sum(losses.cross_entropy(logits_BTK, tags_BT) * w_BT),
             "tag_correct": _hits(logits_BTK, tags_BT, w_BT)}
+
+
+def tag_sums(module: BertForTokenClassification, batch: dict) -> dict:
+    return tag_loss(module(*encoder_inputs(batch)), batch)
 
 
 def tag_counts(batch: dict) -> dict:
     return {"tag": jnp.sum(batch["tag_weights"].astype(jnp.float32))}
 
 
-def span_sums(module: BertForQuestionAnswering, batch: dict) -> dict:
+def span_loss(logits: tuple[jax.Array, jax.Array], batch: dict) -> dict:
     """Cross entropy of the answer's start and of its end position, averaged, per window
     (BERT 4.2), and the windows whose start and end both score highest, summed."""
-    start_BT, end_BT = module(batch["input_ids"], batch["token_type_ids"],
-                              batch["attention_mask"])
+    start_BT, end_BT = logits
     w_B = batch["example_weights"].astype(jnp.float32)
     start_B1, end_B1 = batch["start_positions"][:, None], batch["end_positions"][:, None]
     loss_B = 0.5 * (losses.cross_entropy(start_BT[:, None], start_B1)[:, 0]
@@ -128,6 +144,15 @@ def span_sums(module: BertForQuestionAnswering, batch: dict) -> dict:
     both_B = (losses.top1_correct(start_BT[:, None], start_B1)[:, 0]
               * losses.top1_correct(end_BT[:, None], end_B1)[:, 0])
     return {"span_loss": jnp.sum(loss_B * w_B), "span_correct": jnp.sum(both_B * w_B)}
+
+
+def span_sums(module: BertForQuestionAnswering, batch: dict) -> dict:
+    return span_loss(module(*encoder_inputs(batch)), batch)
+
+
+# The loss of each fine-tuning objective from the head's outputs, for tasks that compute the
+# outputs themselves (distillation).
+HEAD_LOSSES = {"cls": classify_loss, "tag": tag_loss, "span": span_loss}
 
 
 def example_counts(objective: str) -> typing.Callable[[dict], dict]:
@@ -158,11 +183,9 @@ def train_metric_keys(task: Task) -> tuple[str, ...]:
 def eval_metrics(task: Task, sums: dict) -> dict:
     """Held-out loss, per-objective loss and accuracy, and the first objective's perplexity,
     from sums (`<obj>_loss`, `<obj>_correct`, `<obj>_count`) added over the eval batches."""
-    out = {"eval_loss": 0.0}
-    for o in task.objectives:
-        count = max(float(sums[f"{o}_count"]), 1.0)
-        out[f"eval_{o}_loss"] = float(sums[f"{o}_loss"]) / count
-        out["eval_loss"] += out[f"eval_{o}_loss"]
+    means = {o: float(sums[f"{o}_loss"]) / max(float(sums[f"{o}_count"]), 1.0)
+             for o in task.objectives}
+    out = {"eval_loss": task.total_loss(means), **{f"eval_{o}_loss": means[o] for o in means}}
     for o in task.objectives:
         out[f"eval_{o}_accuracy"] = float(sums[f"{o}_correct"]) / max(
             float(sums[f"{o}_count"]), 1.0)

@@ -345,9 +345,12 @@ def _open_manager(path: str | Path):
                                 f"directory)")
     if not directory.is_dir():
         raise missing
+    # A fine-tuning run saves one metric with each checkpoint, the one it keeps the best by.
     manager = ocp.CheckpointManager(
         directory, item_names=ITEMS,
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True,
+                                             best_fn=lambda m: next(iter(m.values())),
+                                             best_mode="max"))
     if manager.latest_step() is None:
         manager.close()
         raise missing
@@ -386,12 +389,13 @@ def restore_params(manager, step: int, abstract_state):
 
 @_closed_loop_callbacks_ignored()
 def restore_newest(path: str | Path, build: typing.Callable[[dict], typing.Any],
-                   step: int | None = None):
+                   step: int | None = None, best: bool = False):
     """The parameters of the newest checkpoint under `path` (or of `step`) that reads and
     matches its checksums, trying older ones with a warning line each, as training does.
 
     Args:
       build: saved config -> the StateSetup to restore onto; what it raises is passed on.
+      best: try first the checkpoint with the best validation metric (fine-tuning runs).
 
     Returns:
       (params, setup, step, saved config).
@@ -402,7 +406,10 @@ def restore_newest(path: str | Path, build: typing.Callable[[dict], typing.Any],
     manager = _open_manager(path)
     tried = []
     try:
-        for candidate in [step] if step is not None else sorted(manager.all_steps())[::-1]:
+        candidates = [step] if step is not None else sorted(manager.all_steps())[::-1]
+        if best and step is None and manager.best_step() is not None:
+            candidates.insert(0, candidates.pop(candidates.index(manager.best_step())))
+        for candidate in candidates:
             try:
                 saved = manager.restore(candidate, args=ocp.args.Composite(
                     config=ocp.args.JsonRestore()))["config"]

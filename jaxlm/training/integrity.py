@@ -11,6 +11,8 @@ same on every mesh the array is sharded over.
 
 from __future__ import annotations
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +66,13 @@ def mismatches(saved: dict[str, int], restored: dict[str, int]) -> list[str]:
     if not saved:
         return []
     return [name for name, value in restored.items() if saved.get(name) != value]
+
+
+def weights_fingerprint(weights: dict[str, np.ndarray]) -> str:
+    """A hash of every weight's name and float32 bytes: which frozen weights a run was
+    trained on."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(weights[name], np.float32).tobytes())
+    return digest.hexdigest()[:32]

@@ -53,7 +53,7 @@ def make_train_step(setup: StateSetup, tx: optax.GradientTransformation,
         module.train()
         with sharding.activation_layout(mesh):
             sums = task.sums(module, micro)
-        loss = sum(sums[f"{o}_loss"] / totals[o] for o in task.objectives)
+        loss = task.total_loss({o: sums[f"{o}_loss"] / totals[o] for o in task.objectives})
         return loss, sums
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -1,0 +1,240 @@
+"""Knowledge distillation: the soft-target loss against numpy, the student built from the
+teacher's layers, and a distilled run end to end on real sentences."""
+
+import dataclasses
+import hashlib
+import json
+
+import jax
+import numpy as np
+import pytest
+from data_fixtures import separable_polarity, tiny_hf_bert
+from flax import nnx
+
+from jaxlm import classify as classify_cli
+from jaxlm import finetune
+from jaxlm.compression import distill
+from jaxlm.config import ConfigError, FinetuneConfig, MeshConfig, load
+from jaxlm.data import load_tokenizer
+from jaxlm.data.tokenizer import encode_padded
+from jaxlm.hf import bert as hf
+from jaxlm.inference.load import load_finetuned, load_teacher
+from jaxlm.objectives.registry import classify_task
+from jaxlm.training import optim, sharding
+from jaxlm.training.state import load_weights, merge, setup_state
+
+
+def _np_log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _np_kd(student, teacher, T):
+    log_p, log_q = _np_log_softmax(teacher / T), _np_log_softmax(student / T)
+    return T ** 2 * (np.exp(log_p) * (log_p - log_q)).sum(-1)
+
+
+@pytest.mark.parametrize(("teacher", "student", "expected"), [
+    (6, 3, [0, 2, 4]), (12, 4, [0, 3, 6, 9]), (12, 6, [0, 2, 4, 6, 8, 10]), (5, 2, [0, 2]),
+    (2, 2, [0, 1]), (2, 1, [0])])
+def test_teacher_layers_are_evenly_spaced_from_the_first(teacher, student, expected):
+    assert distill.teacher_layers(teacher, student) == expected
+
+
+@pytest.mark.parametrize("student", [0, 7])
+def test_a_student_cannot_have_more_layers_than_its_teacher(student):
+    with pytest.raises(ValueError, match=f"distill.student_layers={student}"):
+        distill.teacher_layers(6, student)
+
+
+def test_student_from_teacher_renumbers_the_layers_it_keeps(tiny_config):
+    names = ["bert.embeddings.norm.scale", "bert.pooler.dense.kernel", "classifier.kernel",
+             *(f"bert.layers.{i}.attention.query.kernel" for i in range(4))]
+    teacher = distill.Teacher(dataclasses.replace(tiny_config, num_layers=4),
+                              "sequence_classification", ("a", "b"),
+                              {n: np.full(2, i, np.float32) for i, n in enumerate(names)},
+                              "tok.json", "teacher")
+    config, weights = distill.student_from_teacher(teacher, 2)
+    assert config.num_layers == 2 and config.hidden_size == tiny_config.hidden_size
+    assert sorted(weights) == sorted(names[:3] + [f"bert.layers.{i}.attention.query.kernel"
+                                                  for i in range(2)])
+    # Student layer 1 is teacher layer 2 (the fifth name).
+    assert weights["bert.layers.1.attention.query.kernel"][0] == 5
+    assert weights["classifier.kernel"][0] == 2
+
+
+@pytest.mark.parametrize("objective", ["cls", "tag", "span"])
+def test_distillation_sums_match_numpy(objective):
+    rng = np.random.default_rng(0)
+    B, T, K, temperature = 4, 5, 3, 2.0
+    w_B = np.array([1, 1, 1, 0], np.float32)  # the last row is padding
+    batch = {"example_weights": w_B,
+             "tag_weights": (rng.random((B, T)) < 0.6).astype(np.float32)}
+    if objective == "cls":
+        student, teacher = (rng.normal(size=(B, K)).astype(np.float32) * 2 for _ in range(2))
+        terms = [(student[:, None], teacher[:, None], w_B[:, None])]
+    elif objective == "tag":
+        student, teacher = (rng.normal(size=(B, T, K)).astype(np.float32) * 2 for _ in range(2))
+        terms = [(student, teacher, batch["tag_weights"])]
+    else:
+        s_start, s_end, t_start, t_end = (rng.normal(size=(B, T)).astype(np.float32) * 2
+                                          for _ in range(4))
+        student, teacher = (s_start, s_end), (t_start, t_end)
+        terms = [(s_start[:, None], t_start[:, None], w_B[:, None]),
+                 (s_end[:, None], t_end[:, None], w_B[:, None])]
+    got = distill.distillation_sums(objective, student, teacher, batch, temperature)
+    kd = np.mean([(_np_kd(s.astype(np.float64), t.astype(np.float64), temperature) * w).sum()
+                  for s, t, w in terms])
+    agree = np.mean([((s.argmax(-1) == t.argmax(-1)) * w).sum() for s, t, w in terms])
+    np.testing.assert_allclose(got["kd_loss"], kd, rtol=1e-5)
+    np.testing.assert_allclose(got["kd_correct"], agree)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """A two-layer BERT fine-tuned on 2 x 60 real polarity sentences (the teacher), and its
+    data and base."""
+    root = tmp_path_factory.mktemp("distill")
+    pos, neg = separable_polarity(root / "separable.csv", per_class=60)
+    tiny_hf_bert(root, pos + neg, 64)
+    cfg = load(None, _overrides(root, root / "teacher", f"init_from={root / 'tiny_bert'}",
+                                "finetune.epochs=3"), cls=FinetuneConfig)
+    finetune.run(cfg)
+    return root
+
+
+def _overrides(root, run_dir, *extra):
+    return [f"run_dir={run_dir}", f"data.train_file={root / 'separable.csv'}",
+            "data.text_column=sentence", "data.label_column=sentiment",
+            "data.max_seq_length=48", "train.batch_size=16", "train.learning_rate=1e-3",
+            "train.log_every=2", "train.progress_bar=false", "train.tensorboard=false",
+            "train.async_checkpoint=false", *extra]
+
+
+def _digest(directory):
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_distilled_student_end_to_end(teacher_run, tmp_path, capsys):
+    """`python -m jaxlm.distill` with a one-layer student taken from a two-layer teacher: the
+    student alone trained and saved, both losses and the agreement logged, the teacher's run
+    untouched, and the student served by jaxlm.classify as any fine-tuned run."""
+    before = _digest(teacher_run / "teacher")
+    run_dir = tmp_path / "student"
+    assert finetune.main([*_overrides(teacher_run, run_dir, "finetune.epochs=2",
+                                      f"distill.teacher={teacher_run / 'teacher'}",
+                                      "distill.student_layers=1")], distilling=True) == 0
+    assert _digest(teacher_run / "teacher") == before
+    results = json.loads((run_dir / "results.json").read_text())
+    D, F, V = 32, 64, load_tokenizer(teacher_run / "tokenizer.json").get_vocab_size()
+    layer = 4 * (D * D + D) + 2 * D + D * F + F + F * D + D + 2 * D
+    embeddings = (V + 64 + 2) * D + 2 * D
+    assert results["trainable_params"] == results["total_params"] == (
+        embeddings + layer + D * D + D + 2 * D + 2)  # one layer, pooler, classifier
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [d for d in lines if "kd_loss" in d]
+    assert train and all(d["kd_loss"] >= 0 and 0 <= d["kd_accuracy"] <= 1 for d in train)
+    assert all(np.isclose(d["loss"], 0.5 * d["cls_loss"] + 0.5 * d["kd_loss"], rtol=1e-5)
+               for d in train)
+    assert [d for d in lines if "eval_kd_accuracy" in d]
+
+    module, labels, _, cfg = load_finetuned(run_dir)
+    assert module.config.num_layers == 1 and not hasattr(module, "teacher")
+    assert cfg.distill.teacher == str(teacher_run / "teacher")
+    capsys.readouterr()
+    assert classify_cli.main(["--checkpoint", str(run_dir), "the best film"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in labels
+
+
+def test_the_distillation_loss_reads_the_loaded_teacher(teacher_run):
+    """Inside the student's module the teacher computes what the teacher run computes on its
+    own, and the task's sums are the labels' cross entropy and T^2 KL of the two models'
+    outputs (numpy)."""
+    own, labels, tokenizer_path, _ = load_finetuned(teacher_run / "teacher")
+    # A sharper teacher than three epochs on 96 sentences make, for a KL well above rounding.
+    own.classifier.kernel.set_value(own.classifier.kernel.get_value() * 30)
+    teacher = distill.Teacher.from_module(own, "sequence_classification", labels,
+                                          tokenizer_path, teacher_run / "teacher")
+    student_cfg = dataclasses.replace(teacher.config, num_layers=1)  # freshly initialised
+    task = distill.distillation_task(classify_task(2, 0.1), teacher, alpha=0.3, temperature=1.5)
+    mesh = sharding.make_mesh(MeshConfig(data=-1))
+    setup = setup_state(student_cfg, 0, optim.make_optimizer(load(None, [], FinetuneConfig).train),
+                        mesh, task, distill.student_only(nnx.Param))
+    assert not any("teacher" in ".".join(map(str, k))
+                   for k, _ in nnx.to_flat_state(setup.model.abstract_params))
+    frozen, used = load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen,
+                                teacher.frozen_weights())
+    assert used == set(teacher.frozen_weights())
+    module = merge(setup.model, setup.init().params,
+                   dataclasses.replace(setup.fixed, frozen=frozen))
+    module.eval()
+
+    tokenizer = load_tokenizer(tokenizer_path)
+    texts = ["a good and funny film", "the worst , dullest hour", "best of the year", "bad"]
+    _, batch, _ = encode_padded(tokenizer, texts, 16)
+    batch["label"] = np.array([1, 0, 1, 0])
+    inputs = (batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    teacher_logits = np.asarray(own(*inputs), np.float64)
+    np.testing.assert_allclose(module.teacher(*inputs), teacher_logits, atol=1e-5)
+    student_logits = np.asarray(module(*inputs), np.float64)
+    sums = jax.device_get(task.sums(module, batch))
+    ce = -_np_log_softmax(student_logits)[np.arange(4), batch["label"]]
+    np.testing.assert_allclose(sums["cls_loss"], ce.sum(), rtol=1e-5)
+    assert sums["kd_loss"] > 0.01  # the two models disagree
+    np.testing.assert_allclose(sums["kd_loss"], _np_kd(student_logits, teacher_logits, 1.5).sum(),
+                               rtol=1e-5)
+    assert task.objectives == ("cls", "kd") and task.loss_weights == (0.7, 0.3)
+
+
+def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(teacher_run, tmp_path):
+    module, labels, tokenizer_path, cfg = load_finetuned(teacher_run / "teacher")
+    hf.save_pretrained(module, module.config, tmp_path / "hf", labels)
+    hf.save_tokenizer(tokenizer_path, module.config, tmp_path / "hf")
+    ours, theirs = load_teacher(teacher_run / "teacher"), load_teacher(tmp_path / "hf")
+    assert theirs.task == ours.task and theirs.labels == ours.labels
+    assert sorted(theirs.weights) == sorted(ours.weights)
+    for name, value in ours.weights.items():
+        np.testing.assert_allclose(theirs.weights[name], value, atol=1e-7, err_msg=name)
+
+
+def test_bad_teachers_are_named(teacher_run, tmp_path, caplog):
+    teacher = teacher_run / "teacher"
+
+    def run(*extra):
+        return finetune.run(load(None, _overrides(teacher_run, tmp_path / "bad",
+                                                  f"distill.teacher={teacher}", *extra),
+                                 cls=FinetuneConfig))
+
+    with pytest.raises(ValueError, match="distill.student_layers=3: must be between 1 and the "
+                                         "teacher's 2 layers"):
+        run("distill.student_layers=3")
+    with pytest.raises(ConfigError, match="was fine-tuned for sequence_classification, not "
+                                          "finetune.task=token_classification"):
+        run("finetune.task=token_classification", "data.format=jsonl",
+            f"data.train_file={_tagged(tmp_path)}")
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text((teacher_run / "separable.csv").read_text()
+                       .replace("positive,", "good,").replace("negative,", "bad,"))
+    with pytest.raises(ConfigError, match=r"its labels \['negative', 'positive'\] are not the "
+                                          r"training data's \['bad', 'good'\]"):
+        run(f"data.train_file={renamed}")
+    other = tiny_hf_bert(tmp_path, ["quite another vocabulary entirely"] * 8, 64)
+    with pytest.raises(ConfigError, match="its tokenizer .* differs from the student's"):
+        run(f"init_from={other}")
+    with pytest.raises(ConfigError, match="finetune.lora_rank with distill.teacher needs "
+                                          "init_from"):
+        run("finetune.lora_rank=4")
+    with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+        run(f"distill.teacher={tmp_path / 'nowhere'}")
+    assert not (tmp_path / "bad").exists()  # nothing written before the inputs were checked
+    assert finetune.main([*_overrides(teacher_run, tmp_path / "x"), "distill.teacher="],
+                         distilling=True) == 1
+    assert "distill.teacher is not set" in caplog.text
+
+
+def _tagged(tmp_path):
+    path = tmp_path / "tags.jsonl"
+    path.write_text("".join(json.dumps({"tokens": ["a", "good", "film"], "tags": ["O", "B", "O"]})
+                            + "\n" for _ in range(40)))
+    return path
