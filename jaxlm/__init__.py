@@ -24,13 +24,14 @@ contracts in pyproject.toml say so and `lint-imports` checks them):
     training     train state, jitted steps, the shared loop, sharding, checkpoints, metrics
     hf           Hugging Face checkpoints in and out, one table per architecture and head
     finetuning   each fine-tuning task's data and scores: classification, tagging, QA
-    compression  knowledge distillation (teacher, soft targets, student from its layers)
+    compression  knowledge distillation (teacher, soft targets, student from its layers),
+                 int8 quantization
     inference    loading runs, generation, beam search, fill-mask, classification, tagging,
                  question answering
 
 The modules at the top level are the command-line entry points, one per job
 (`python -m jaxlm.<job>`): pretrain (`train.py`), finetune, prepare, generate, fill_mask,
-classify, tag, answer, evaluate, export, make_pairs, plot, and distill (fine-tuning with a
+classify, tag, answer, evaluate, export, make_pairs, plot, quantize, and distill (fine-tuning with a
 teacher, one layer above them).
 """
 

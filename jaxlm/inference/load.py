@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxlm.compression import quantize
 from jaxlm.compression.distill import Teacher
 from jaxlm.config import Config, FinetuneConfig, MeshConfig, ModelConfig, from_dict
 from jaxlm.data import load_tokenizer
@@ -23,7 +24,7 @@ from jaxlm.models.bert import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
-from jaxlm.objectives.registry import finetuning_task
+from jaxlm.objectives.registry import finetuning_task, pretraining_task
 from jaxlm.training import optim, sharding
 from jaxlm.training.checkpoint import restore_newest
 from jaxlm.training.integrity import weights_fingerprint
@@ -66,7 +67,8 @@ def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
 
 
 def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int | None = None):
-    """`load_for_inference` for a use that needs one of `kinds`, plus the run's tokenizer.
+    """`load_for_inference` for a use that needs one of `kinds`, plus the run's tokenizer;
+    `path` may also be a pretraining run quantized by `python -m jaxlm.quantize`.
 
     Returns:
       (module, cfg, tokenizer_path), the tokenizer being the `tokenizer.json` that
@@ -76,11 +78,16 @@ def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int |
       FileNotFoundError: no checkpoint, or no tokenizer.json in the run directory.
       ValueError: the run holds another kind of model.
     """
-    module, cfg, _ = load_for_inference(path, step=step)
+    if quantize.is_quantized(path):
+        module, cfg, _ = load_quantized(path, finetuned=False)
+        tokenizer_path = run_tokenizer(path, "jaxlm.quantize")
+    else:
+        module, cfg, _ = load_for_inference(path, step=step)
+        tokenizer_path = run_tokenizer(path, "train.py")
     if cfg.model.kind not in kinds:
         raise ValueError(f"{path} holds a {cfg.model.kind!r} model; {purpose} needs "
                          f"model.kind {' or '.join(kinds)}")
-    return module, cfg, run_tokenizer(path, "train.py")
+    return module, cfg, tokenizer_path
 
 
 def run_tokenizer(path: str | Path, writer: str) -> Path:
@@ -176,7 +183,8 @@ def load_base(base: dict | None, init_from: str, run_dir: str | Path) -> Pretrai
 def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
     """A fine-tuned model (eval mode) from its run directory: a classifier, a tagger or a
     question answerer, as the run's `finetune.task` says, at its best checkpoint by
-    validation (the one its results.json scores).
+    validation (the one its results.json scores); or such a model quantized by
+    `python -m jaxlm.quantize`.
 
     Args:
       task: the task the caller serves; another run's is an error naming both.
@@ -188,6 +196,12 @@ def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
       FileNotFoundError: no readable checkpoint or no tokenizer.json in the run directory.
       ValueError: a run that is not fine-tuned, or not for `task`.
     """
+
+    if quantize.is_quantized(path):
+        module, cfg, labels = load_quantized(path, finetuned=True)
+        if task is not None and cfg.finetune.task != task:
+            raise ValueError(f"{path} was fine-tuned for {cfg.finetune.task}, not {task}")
+        return module, labels, run_tokenizer(path, "jaxlm.quantize"), cfg
 
     def parts(saved: dict):
         if "labels" not in saved:
@@ -256,3 +270,38 @@ def load_teacher(path: str | Path) -> Teacher:
         module, labels, tokenizer_path, cfg = load_finetuned(directory)
         task = cfg.finetune.task
     return Teacher.from_module(module, task, labels, tokenizer_path, directory)
+
+
+def load_quantized(path: str | Path, finetuned: bool):
+    """A model written by `python -m jaxlm.quantize` (eval mode): the run's architecture
+    rebuilt, made int8 (`compression.quantize`) and filled with the saved arrays.
+
+    Returns:
+      (module, the run's FinetuneConfig or Config, labels (() for a pretraining run)).
+
+    Raises:
+      FileNotFoundError, ValueError: missing or unreadable files, or a fine-tuned model where
+        a pretrained one is needed (and the other way round).
+    """
+    description, values = quantize.read(path)
+    saved = dict(description["run"])
+    labels = tuple(saved.pop("labels", ()))
+    if "finetune" in saved and not finetuned:
+        raise ValueError(f"{path} holds a fine-tuned model; use python -m jaxlm.classify, "
+                         f"jaxlm.tag or jaxlm.answer")
+    if "finetune" not in saved and finetuned:
+        raise ValueError(f"{path} holds a pretrained model; use python -m jaxlm.fill_mask "
+                         f"or jaxlm.generate")
+    model_cfg = from_dict(ModelConfig, saved["model"])
+    if finetuned:
+        cfg = from_dict(FinetuneConfig, {k: v for k, v in saved.items()
+                                         if k not in ("model", "base", "teacher")})
+        task = finetuning_task(cfg.finetune.task, len(labels), 0.0)
+    else:
+        cfg = from_dict(Config, saved)
+        task = pretraining_task(model_cfg.kind)
+    module = quantize.quantize(task.build(model_cfg, nnx.Rngs(0)),
+                               activations=description["mode"] == "w8a8")
+    quantize.load_arrays(module, values, str(path))
+    module.eval()
+    return module, cfg, labels
