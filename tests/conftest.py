@@ -73,3 +73,12 @@ def run_overrides(tmp_path_factory) -> list[str]:
         "train.checkpoint_every=100", "train.progress_bar=false", "train.tensorboard=false",
         "train.async_checkpoint=false",
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory):
+    """A tiny BERT fine-tuned for 3 epochs on 2 x 60 real polarity sentences, its data and
+    base beside it (`data_fixtures.tiny_classifier_run`): a teacher, a run to quantize."""
+    from data_fixtures import tiny_classifier_run
+
+    return tiny_classifier_run(tmp_path_factory.mktemp("classifier"), epochs=3)

@@ -136,18 +136,19 @@ def separable_polarity(path: Path, per_class: int = 100) -> tuple[list[str], lis
     return pos[:per_class], neg[:per_class]
 
 
-def tiny_classifier_run(root: Path, epochs: int = 1) -> Path:
-    """`root/classifier`: a tiny BERT fine-tuned for `epochs` on 2 x 40 separable polarity
-    sentences (`separable_polarity`), as `python -m jaxlm.finetune` writes it."""
+def tiny_classifier_run(root: Path, epochs: int) -> Path:
+    """`root/classifier`: a tiny BERT (`root/tiny_bert`) fine-tuned for `epochs` on 2 x 60
+    separable polarity sentences (`root/separable.csv`), as `python -m jaxlm.finetune` writes
+    it."""
     from jaxlm import finetune
     from jaxlm.config import FinetuneConfig, load
 
-    pos, neg = separable_polarity(root / "separable.csv", per_class=40)
+    pos, neg = separable_polarity(root / "separable.csv", per_class=60)
     tiny_hf_bert(root, pos + neg, 64)
     cfg = load(None, [f"init_from={root / 'tiny_bert'}", f"run_dir={root / 'classifier'}",
                       f"data.train_file={root / 'separable.csv'}", "data.text_column=sentence",
                       "data.label_column=sentiment", "data.max_seq_length=48",
-                      "train.batch_size=16", "train.learning_rate=1e-3",
+                      "train.batch_size=16", "train.learning_rate=1e-3", "train.log_every=2",
                       "train.progress_bar=false", "train.tensorboard=false",
                       "train.async_checkpoint=false", f"finetune.epochs={epochs}"],
                cls=FinetuneConfig)

@@ -1,13 +1,10 @@
 """benchmarks.compression on a tiny fine-tuned run: every variant scored and timed."""
 
-from data_fixtures import tiny_classifier_run
-
 from benchmarks import compression
 
 
-def test_compression_benchmark_scores_every_variant(tmp_path):
-    run_dir = tiny_classifier_run(tmp_path)
-    rows = compression.compare([str(run_dir)], batch_size=8, rounds=1)
+def test_compression_benchmark_scores_every_variant(tiny_classifier):
+    rows = compression.compare([str(tiny_classifier)], batch_size=8, rounds=1)
     assert [r["weights"] for r in rows] == ["float32", "int8", "w8a8"]
     assert all(0 <= r["test"]["accuracy"] <= 1 and r["examples_per_s"] > 0 for r in rows)
     assert rows[1]["megabytes"] < 0.4 * rows[0]["megabytes"]  # scales weigh more at width 32

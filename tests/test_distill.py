@@ -8,7 +8,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from data_fixtures import separable_polarity, tiny_hf_bert
+from data_fixtures import tiny_hf_bert
 from flax import nnx
 
 from jaxlm import classify as classify_cli
@@ -91,16 +91,9 @@ def test_distillation_sums_match_numpy(objective):
 
 
 @pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    """A two-layer BERT fine-tuned on 2 x 60 real polarity sentences (the teacher), and its
-    data and base."""
-    root = tmp_path_factory.mktemp("distill")
-    pos, neg = separable_polarity(root / "separable.csv", per_class=60)
-    tiny_hf_bert(root, pos + neg, 64)
-    cfg = load(None, _overrides(root, root / "teacher", f"init_from={root / 'tiny_bert'}",
-                                "finetune.epochs=3"), cls=FinetuneConfig)
-    finetune.run(cfg)
-    return root
+def teacher_run(tiny_classifier):
+    """The directory of the teacher (`classifier/`, a fine-tuned tiny BERT), its data and base."""
+    return tiny_classifier.parent
 
 
 def _overrides(root, run_dir, *extra):
@@ -120,12 +113,12 @@ def test_a_distilled_student_end_to_end(teacher_run, tmp_path, capsys):
     """`python -m jaxlm.distill` with a one-layer student taken from a two-layer teacher: the
     student alone trained and saved, both losses and the agreement logged, the teacher's run
     untouched, and the student served by jaxlm.classify as any fine-tuned run."""
-    before = _digest(teacher_run / "teacher")
+    before = _digest(teacher_run / "classifier")
     run_dir = tmp_path / "student"
     assert finetune.main([*_overrides(teacher_run, run_dir, "finetune.epochs=2",
-                                      f"distill.teacher={teacher_run / 'teacher'}",
+                                      f"distill.teacher={teacher_run / 'classifier'}",
                                       "distill.student_layers=1")], distilling=True) == 0
-    assert _digest(teacher_run / "teacher") == before
+    assert _digest(teacher_run / "classifier") == before
     results = json.loads((run_dir / "results.json").read_text())
     D, F, V = 32, 64, load_tokenizer(teacher_run / "tokenizer.json").get_vocab_size()
     layer = 4 * (D * D + D) + 2 * D + D * F + F + F * D + D + 2 * D
@@ -141,7 +134,7 @@ def test_a_distilled_student_end_to_end(teacher_run, tmp_path, capsys):
 
     module, labels, _, cfg = load_finetuned(run_dir)
     assert module.config.num_layers == 1 and not hasattr(module, "teacher")
-    assert cfg.distill.teacher == str(teacher_run / "teacher")
+    assert cfg.distill.teacher == str(teacher_run / "classifier")
     capsys.readouterr()
     assert classify_cli.main(["--checkpoint", str(run_dir), "the best film"]) == 0
     assert capsys.readouterr().out.split("\t")[0] in labels
@@ -151,11 +144,11 @@ def test_the_distillation_loss_reads_the_loaded_teacher(teacher_run):
     """Inside the student's module the teacher computes what the teacher run computes on its
     own, and the task's sums are the labels' cross entropy and T^2 KL of the two models'
     outputs (numpy)."""
-    own, labels, tokenizer_path, _ = load_finetuned(teacher_run / "teacher")
+    own, labels, tokenizer_path, _ = load_finetuned(teacher_run / "classifier")
     # A sharper teacher than three epochs on 96 sentences make, for a KL well above rounding.
     own.classifier.kernel.set_value(own.classifier.kernel.get_value() * 30)
     teacher = distill.Teacher.from_module(own, "sequence_classification", labels,
-                                          tokenizer_path, teacher_run / "teacher")
+                                          tokenizer_path, teacher_run / "classifier")
     student_cfg = dataclasses.replace(teacher.config, num_layers=1)  # freshly initialised
     task = distill.distillation_task(classify_task(2, 0.1), teacher, alpha=0.3, temperature=1.5)
     mesh = sharding.make_mesh(MeshConfig(data=-1))
@@ -188,10 +181,10 @@ def test_the_distillation_loss_reads_the_loaded_teacher(teacher_run):
 
 
 def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(teacher_run, tmp_path):
-    module, labels, tokenizer_path, cfg = load_finetuned(teacher_run / "teacher")
+    module, labels, tokenizer_path, cfg = load_finetuned(teacher_run / "classifier")
     hf.save_pretrained(module, module.config, tmp_path / "hf", labels)
     hf.save_tokenizer(tokenizer_path, module.config, tmp_path / "hf")
-    ours, theirs = load_teacher(teacher_run / "teacher"), load_teacher(tmp_path / "hf")
+    ours, theirs = load_teacher(teacher_run / "classifier"), load_teacher(tmp_path / "hf")
     assert theirs.task == ours.task and theirs.labels == ours.labels
     assert sorted(theirs.weights) == sorted(ours.weights)
     for name, value in ours.weights.items():
@@ -199,7 +192,7 @@ def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(teacher_run,
 
 
 def test_bad_teachers_are_named(teacher_run, tmp_path, caplog):
-    teacher = teacher_run / "teacher"
+    teacher = teacher_run / "classifier"
 
     def run(*extra):
         return finetune.run(load(None, _overrides(teacher_run, tmp_path / "bad",

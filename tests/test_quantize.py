@@ -7,7 +7,6 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from data_fixtures import tiny_classifier_run
 from flax import nnx
 from test_pretrain import _run
 
@@ -144,8 +143,8 @@ def jax_arrays(model):
     return [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
 
 
-def test_a_quantized_classifier_serves_through_classify(tmp_path, capsys):
-    run_dir = tiny_classifier_run(tmp_path)
+def test_a_quantized_classifier_serves_through_classify(tiny_classifier, tmp_path, capsys):
+    run_dir = tiny_classifier
     out = tmp_path / "int8"
     assert quantize_cli.main(["--checkpoint", str(run_dir), "--out", str(out)]) == 0
     module, labels, _, cfg = load_finetuned(out)
