@@ -17,6 +17,10 @@
    improvement;
 5. reload the best checkpoint and write the scores of validation and test to
    `run_dir/results.json`.
+
+With `distill.teacher` (`python -m jaxlm.distill`) a fine-tuned teacher rides along in step 3
+and its soft targets join the loss (`jaxlm.compression.distill`); without `init_from` the
+student is built from the teacher's layers.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ DISTILL_HELP = ("Distill a fine-tuned BERT (jaxlm run or Hugging Face directory)
                 "smaller student trained on the teacher's soft targets and the labels.")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
 DISTILL_CONFIG = DEFAULT_CONFIG.with_name("distill_classify.yaml")
+
 
 def student_from(teacher: distill.Teacher, num_layers: int) -> Pretrained:
     """The student built from the teacher's layers (`distill.student_from_teacher`); 0
