@@ -50,27 +50,28 @@ def _wait_for_step(run_dir, step, proc, timeout=180):
     raise AssertionError(f"no step {step} after {timeout}s")
 
 
-def test_meshes_agree(run_overrides, tmp_path):
-    """Data parallel, FSDP, tensor parallel and one device: the same first 5 losses."""
-    meshes = {
-        "one_device": ["mesh.data=1"],  # the first device only, see below
-        "data8": ["mesh.data=8"],
-        "fsdp8": ["mesh.data=1", "mesh.fsdp=8"],
-        "2x2x2": ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"],
-    }
-    losses = {}
-    for name, mesh in meshes.items():
-        run_dir = tmp_path / name
-        if name == "one_device":
-            env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-            proc = _train_py(run_dir, run_overrides, *mesh, env=env)
-            assert proc.wait(300) == 0, proc.stdout.read()
-        else:
-            _run(run_overrides, run_dir, *mesh)
-        losses[name] = [_train_losses(run_dir)[s] for s in range(1, 6)]
-    for name, values in losses.items():
-        np.testing.assert_allclose(values, losses["one_device"], atol=1e-5, err_msg=name)
-    assert losses["one_device"][-1] < losses["one_device"][0]
+@pytest.fixture(scope="module")
+def one_device_losses(run_overrides, tmp_path_factory):
+    """The first 5 losses of the tiny run on the first device alone."""
+    run_dir = tmp_path_factory.mktemp("one_device")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    proc = _train_py(run_dir, run_overrides, "mesh.data=1", env=env)
+    assert proc.wait(300) == 0, proc.stdout.read()
+    losses = [_train_losses(run_dir)[s] for s in range(1, 6)]
+    assert losses[-1] < losses[0]
+    return losses
+
+
+# 2x2x2 splits over all three axes at once; the single-axis meshes are slow (45 s each).
+@pytest.mark.parametrize("mesh", [
+    ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"],
+    pytest.param(["mesh.data=8"], marks=pytest.mark.slow),
+    pytest.param(["mesh.data=1", "mesh.fsdp=8"], marks=pytest.mark.slow)])
+def test_meshes_agree_with_one_device(mesh, one_device_losses, run_overrides, tmp_path):
+    """Data parallel, FSDP and tensor parallel: the same first 5 losses as one device."""
+    _run(run_overrides, tmp_path, *mesh)
+    losses = [_train_losses(tmp_path)[s] for s in range(1, 6)]
+    np.testing.assert_allclose(losses, one_device_losses, atol=1e-5)
 
 
 KINDS = {"gpt": ["model.kind=gpt", "model.activation=gelu_tanh", "model.layer_norm_eps=1e-5"],
