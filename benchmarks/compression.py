@@ -30,6 +30,7 @@ from jaxlm.finetuning import TASK_MODULES
 from jaxlm.inference.load import load_finetuned
 from jaxlm.quantize import quantize_run
 from jaxlm.training import host
+from jaxlm.training.state import count_params
 
 
 def forward(module: nnx.Module):
@@ -56,7 +57,7 @@ def compare(runs: list[str], batch_size: int, rounds: int) -> list[dict]:
         for run_dir in runs:
             module, _, tokenizer_path, cfg = load_finetuned(run_dir)
             data = TASK_MODULES[cfg.finetune.task].read(cfg, load_tokenizer(tokenizer_path))
-            params = sum(v.size for v in jax.tree.leaves(nnx.state(module, nnx.Param)))
+            params = count_params(nnx.state(module, nnx.Param))
             for mode in ("float32", "int8", "w8a8"):
                 if mode == "float32":
                     variant, size = module, 4 * params

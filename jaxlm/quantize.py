@@ -17,10 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from flax import nnx
+
 from jaxlm.compression import quantize
 from jaxlm.config import to_dict
 from jaxlm.inference.load import load_finetuned, load_for_inference, run_tokenizer
 from jaxlm.training.checkpoint import open_latest
+from jaxlm.training.state import count_params
 
 
 def quantize_run(run_dir: str | Path, out: str | Path, activations: bool = False) -> dict:
@@ -47,7 +50,7 @@ def quantize_run(run_dir: str | Path, out: str | Path, activations: bool = False
         tokenizer_path, run = run_tokenizer(run_dir, "train.py"), to_dict(cfg)
     # LoRA adapters are merged into the int8 kernels: the saved model has none.
     run["model"] = dataclasses.asdict(dataclasses.replace(module.config, lora_rank=0))
-    float32_bytes = 4 * sum(v.size for v in quantize.arrays(module).values())
+    float32_bytes = 4 * count_params(nnx.state(module, nnx.Param))
     mode = "w8a8" if activations else "int8"
     quantize.quantize(module, activations)
     directory = quantize.save(module, out, {"mode": mode, "source": str(Path(run_dir).absolute()),

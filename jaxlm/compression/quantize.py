@@ -128,8 +128,8 @@ def load_arrays(module: nnx.Module, values: dict[str, np.ndarray], source: str) 
     Raises:
       ValueError: a missing, extra or differently shaped array, naming it and `source`.
     """
-    state = nnx.state(module, nnx.Any(nnx.Param, Int8))
-    flat = dict(nnx.to_flat_state(state))
+    # The flat state holds the module's own variables: setting them sets the module's.
+    flat = dict(nnx.to_flat_state(nnx.state(module, nnx.Any(nnx.Param, Int8))))
     by_name = {".".join(map(str, k)): k for k in flat}
     missing, extra = sorted(set(by_name) - set(values)), sorted(set(values) - set(by_name))
     if missing or extra:
@@ -140,7 +140,6 @@ def load_arrays(module: nnx.Module, values: dict[str, np.ndarray], source: str) 
             raise ValueError(f"{source}: {name} is {value.dtype}{list(value.shape)}, the model "
                              f"needs {variable.get_value().dtype}{list(variable.shape)}")
         variable.set_value(jnp.asarray(value))
-    nnx.update(module, state)
 
 
 QUANTIZED_FILE = "quantized.json"  # marks a quantized model's directory, with what to build

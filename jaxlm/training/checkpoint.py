@@ -407,8 +407,9 @@ def restore_newest(path: str | Path, build: typing.Callable[[dict], typing.Any],
     tried = []
     try:
         candidates = [step] if step is not None else sorted(manager.all_steps())[::-1]
-        if best and step is None and manager.best_step() is not None:
-            candidates.insert(0, candidates.pop(candidates.index(manager.best_step())))
+        best_step = manager.best_step() if best and step is None else None
+        if best_step is not None:
+            candidates.insert(0, candidates.pop(candidates.index(best_step)))
         for candidate in candidates:
             try:
                 saved = manager.restore(candidate, args=ocp.args.Composite(
