@@ -17,4 +17,4 @@ import sys
 from jaxlm import finetune
 
 if __name__ == "__main__":
-    sys.exit(finetune.main(distilling=True))
+    sys.exit(finetune.main(command="distill"))

@@ -31,13 +31,15 @@ import json
 import logging
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 
-from jaxlm.compression import distill
+from jaxlm.compression import distill, prune
 from jaxlm.config import ConfigError, FinetuneConfig, load, to_dict
 from jaxlm.data import DataError, batching, load_tokenizer
 from jaxlm.finetuning import TASK_MODULES
@@ -56,10 +58,7 @@ from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
 
-DISTILL_HELP = ("Distill a fine-tuned BERT (jaxlm run or Hugging Face directory) into a "
-                "smaller student trained on the teacher's soft targets and the labels.")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "finetune_classify.yaml"
-DISTILL_CONFIG = DEFAULT_CONFIG.with_name("distill_classify.yaml")
 
 
 def student_from(teacher: distill.Teacher, num_layers: int) -> Pretrained:
@@ -68,6 +67,39 @@ def student_from(teacher: distill.Teacher, num_layers: int) -> Pretrained:
     config, weights = distill.student_from_teacher(
         teacher, num_layers or max(1, teacher.config.num_layers // 2))
     return Pretrained(config, weights, teacher.tokenizer_path, teacher.source, None)
+
+
+def check_continuation(pretrained: Pretrained, init_from: str, task: str,
+                       labels: tuple[str, ...]) -> None:
+    """Raises ConfigError unless a fine-tuned `init_from` was trained for `task` with the
+    same labels in the same order: fine-tuning it further keeps its head."""
+    if pretrained.task != task or (pretrained.labels and pretrained.labels != tuple(labels)):
+        raise ConfigError(f"init_from={init_from} is fine-tuned for {pretrained.task} with "
+                          f"labels {list(pretrained.labels)[:8]}; training it further needs "
+                          f"finetune.task={task} data with the same labels in the same "
+                          f"order (got {list(labels)[:8]})")
+
+
+def pruned(pretrained: Pretrained, cfg: FinetuneConfig, data: TaskData) -> Pretrained:
+    """`pretrained` without the heads and MLP neurons that matter least to its loss on the
+    validation split (`compression.prune.prune_model`).
+
+    Raises:
+      ConfigError: `pretrained` is not fine-tuned: importance is the gradient of its task's
+        loss.
+    """
+    if pretrained.task is None:
+        raise ConfigError(f"prune.heads and prune.neurons score each head by the gradient of "
+                          f"the task's loss: init_from={cfg.init_from} must be a model "
+                          f"fine-tuned for {cfg.finetune.task}")
+    task = finetuning_task(cfg.finetune.task, len(data.labels), 0.0)
+    config, weights = prune.prune_model(
+        task, pretrained.config, pretrained.weights,
+        lambda: batching.eval_loader(data.arrays["validation"], cfg.train.batch_size),
+        cfg.prune.heads, cfg.prune.neurons)
+    log.info("pruned: heads per layer %s, MLP width per layer %s", list(config.layer_heads),
+             list(config.layer_intermediate))
+    return dataclasses.replace(pretrained, config=config, weights=weights)
 
 
 def split_scores(predict, params, fixed, data: TaskData, split: str, batch_size: int,
@@ -123,6 +155,10 @@ def run(cfg: FinetuneConfig) -> dict:
     log.info("%s: %d labels; %s examples", cfg.finetune.task, len(data.labels), data.sizes)
     if teacher is not None:
         distill.check_compatible(teacher, cfg.finetune.task, data.labels, tokenizer)
+    if pretrained.task is not None:
+        check_continuation(pretrained, cfg.init_from, cfg.finetune.task, data.labels)
+    if cfg.prune.structured:
+        pretrained = pruned(pretrained, cfg, data)
 
     B = cfg.train.batch_size
     sharding.check_batch_size(B, cfg.train.grad_accum_steps, mesh)
@@ -145,6 +181,10 @@ def run(cfg: FinetuneConfig) -> dict:
                                          cfg.distill.temperature)
         trainable_filter = distill.student_only(trainable_filter)
     tx = optim.make_optimizer(train_cfg)
+    if cfg.prune.sparsity:
+        tx = optax.chain(tx, prune.magnitude_pruning(
+            cfg.prune.sparsity, round(cfg.prune.begin * steps), round(cfg.prune.end * steps),
+            cfg.prune.every))
     setup = setup_state(model_cfg, cfg.train.seed, tx, mesh, task, trainable_filter)
     trainable = count_params(setup.model.abstract_params)
     teacher_weights = teacher.frozen_weights() if teacher is not None else {}
@@ -163,7 +203,10 @@ def run(cfg: FinetuneConfig) -> dict:
     metric = f"eval_{cfg.metric}"
     # Held from the first write into run_dir to the end (see pretrain.run).
     with exclusive(run_dir):
-        checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
+        # Gradual pruning trains a fixed number of steps; only fully pruned steps can be best.
+        best_from = round(cfg.prune.end * steps) if cfg.prune.sparsity else 0
+        checkpoints = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True,
+                                   best_from=best_from)
         loader, mean_length = batching.train_loader(data.arrays["train"], B,
                                                     cfg.finetune.epochs, cfg.train.seed)
         batches = iter(loader)
@@ -207,13 +250,16 @@ def run(cfg: FinetuneConfig) -> dict:
             return {k: v for k, v in scores(params, "validation").items()
                     if isinstance(v, float)}
 
+        if cfg.prune.structured and start == 0:
+            pruned_scores = {name: scores(state.params, name) for name in ("validation", "test")
+                             if len(data.arrays[name]["example_weights"])}
         train_step = make_train_step(setup, tx, optim.learning_rate_schedule(train_cfg), mesh,
                                      train_cfg.grad_accum_steps)
         loop_started = time.perf_counter()
         train_loop(train_cfg, state, fixed, train_step, batches, mesh, checkpoints=checkpoints,
                    logger=logger, config=saved_config, evaluate=validate,
-                   stop_early=EarlyStopping(metric, cfg.finetune.patience,
-                                            metrics.eval_history(run_dir, start)))
+                   stop_early=(lambda line: False) if cfg.prune.sparsity else EarlyStopping(
+                       metric, cfg.finetune.patience, metrics.eval_history(run_dir, start)))
         loop_s = time.perf_counter() - loop_started
 
         best = Checkpointer(run_dir, train_cfg, best_metric=metric, finetuning=True)
@@ -228,6 +274,14 @@ def run(cfg: FinetuneConfig) -> dict:
             if len(data.arrays[name]["example_weights"]):
                 results[name] = {k.removeprefix("eval_"): v
                                  for k, v in scores(params, name).items()}
+        if cfg.prune.structured:
+            results["layer_heads"] = list(model_cfg.layer_heads)
+            results["layer_intermediate"] = list(model_cfg.layer_intermediate)
+            if start == 0:  # the pruned model's scores before it was trained
+                results["pruned"] = {name: {k.removeprefix("eval_"): v for k, v in line.items()}
+                                     for name, line in pruned_scores.items()}
+        if cfg.prune.sparsity:
+            results["sparsity"] = prune.sparsity_report(jax.device_get(params))
         if jax.process_index() == 0:
             results["plot"] = str(plot_run(run_dir))
         results["wall_s"] = time.perf_counter() - started
@@ -236,45 +290,88 @@ def run(cfg: FinetuneConfig) -> dict:
         return results
 
 
-def main(argv: list[str] | None = None, *, distilling: bool = False) -> int:
-    """The command; `distilling` (python -m jaxlm.distill) requires distill.teacher."""
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One of the commands that run `run`: what it is for, and what it needs set."""
+
+    prog: str
+    description: str
+    example: str
+    config: Path  # its default config file
+    required: typing.Callable[[FinetuneConfig], str]  # cfg -> what is missing, "" if none
+
+
+COMMANDS = {
+    "finetune": Command(
+        "python -m jaxlm.finetune",
+        "Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for sequence "
+        "classification, token classification or question answering.",
+        "python -m jaxlm.finetune init_from=runs/bert_tiny finetune.epochs=3",
+        DEFAULT_CONFIG, lambda cfg: ""),
+    "distill": Command(
+        "python -m jaxlm.distill",
+        "Distill a fine-tuned BERT (jaxlm run or Hugging Face directory) into a smaller "
+        "student trained on the teacher's soft targets and the labels.",
+        "python -m jaxlm.distill distill.teacher=runs/classify distill.student_layers=1",
+        DEFAULT_CONFIG.with_name("distill_classify.yaml"),
+        lambda cfg: "" if cfg.distill.teacher else (
+            "distill.teacher is not set: give a fine-tuned jaxlm run or Hugging Face "
+            "directory to distill")),
+    "prune": Command(
+        "python -m jaxlm.prune",
+        "Prune a BERT while fine-tuning it: attention heads and MLP neurons by importance, "
+        "or single weights by magnitude on a gradual schedule.",
+        "python -m jaxlm.prune init_from=runs/classify prune.heads=0.5",
+        DEFAULT_CONFIG.with_name("prune_classify.yaml"),
+        lambda cfg: "" if cfg.prune.structured or cfg.prune.sparsity else (
+            "nothing to prune: set prune.heads, prune.neurons or prune.sparsity")),
+}
+
+
+def main(argv: list[str] | None = None, *, command: str = "finetune") -> int:
+    """The command `command` (a key of COMMANDS)."""
     host.keep_freed_memory()  # before JAX starts its CPU client
     host.cache_compilations()
-    parser = argparse.ArgumentParser(
-        prog="python -m jaxlm.distill" if distilling else "python -m jaxlm.finetune",
-        description=DISTILL_HELP if distilling else
-        "Fine-tune a pretrained BERT (jaxlm run or Hugging Face directory) for "
-        "sequence classification, token classification or question answering.",
-        epilog="Example: python -m jaxlm.distill distill.teacher=runs/classify "
-               "distill.student_layers=1" if distilling else
-               "Example: python -m jaxlm.finetune init_from=runs/bert_tiny finetune.epochs=3")
-    default = DISTILL_CONFIG if distilling else DEFAULT_CONFIG
-    parser.add_argument("--config", default=str(default),
-                        help=f"YAML config (default: configs/{default.name})")
+    spec = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=spec.prog, description=spec.description,
+                                     epilog=f"Example: {spec.example}")
+    parser.add_argument("--config", default=str(spec.config),
+                        help=f"YAML config (default: configs/{spec.config.name})")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="e.g. init_from=runs/bert_tiny finetune.lora_rank=8")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     metrics.setup_logging()
     try:
         cfg = load(args.config, args.overrides, cls=FinetuneConfig)
-        if distilling and not cfg.distill.teacher:
-            raise ConfigError("distill.teacher is not set: give a fine-tuned jaxlm run or "
-                              "Hugging Face directory to distill")
+        if spec.required(cfg):
+            raise ConfigError(spec.required(cfg))
         results = run(cfg)
     except (ConfigError, DataError, NonFiniteError, OSError, ValueError, RunDirInUse,
             metrics.MetricsFileError) as e:  # OSError: a full disk, a read-only run_dir, ...
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:
-        for name in ("validation", "test"):
-            if name in results:
-                shown = {k: round(v, 4) for k, v in results[name].items()
-                         if isinstance(v, float)}
-                print(f"{name}: {shown}")
-        print(f"best step {results['best_step']}; trainable parameters "
-              f"{results['trainable_params']:,} of {results['total_params']:,}; "
-              f"{results['epoch_s']:.0f} s per epoch; wall {results['wall_s']:.0f} s")
+        print_results(results)
     return 0
+
+
+def print_results(results: dict) -> None:
+    def shown(scores: dict) -> dict:
+        return {k: round(v, 4) for k, v in scores.items() if isinstance(v, float)}
+
+    for name, scores in results.get("pruned", {}).items():
+        print(f"{name}, pruned before training: {shown(scores)}")
+    for name in ("validation", "test"):
+        if name in results:
+            print(f"{name}: {shown(results[name])}")
+    if "layer_heads" in results:
+        print(f"heads per layer {results['layer_heads']}, MLP width per layer "
+              f"{results['layer_intermediate']}")
+    if "sparsity" in results:
+        print(f"encoder weight sparsity {results['sparsity']['encoder']:.3f}")
+    print(f"best step {results['best_step']}; trainable parameters "
+          f"{results['trainable_params']:,} of {results['total_params']:,}; "
+          f"{results['epoch_s']:.0f} s per epoch; wall {results['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

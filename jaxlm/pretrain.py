@@ -23,11 +23,14 @@ import time
 from pathlib import Path
 
 import jax
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from jaxlm import data
+from jaxlm.compression import distill
 from jaxlm.config import Config, ConfigError, load, to_dict
-from jaxlm.data import preparation
+from jaxlm.data import load_tokenizer, preparation
+from jaxlm.inference.load import load_teacher
 from jaxlm.objectives import tasks
 from jaxlm.objectives.registry import pretraining_task
 from jaxlm.training import host, metrics, optim, sharding
@@ -36,7 +39,7 @@ from jaxlm.training.integrity import NonFiniteError
 from jaxlm.training.loop import train_loop
 from jaxlm.training.plot import plot_run
 from jaxlm.training.run_dir import RunDirInUse, exclusive
-from jaxlm.training.state import setup_state
+from jaxlm.training.state import load_weights, setup_state
 from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
@@ -116,8 +119,21 @@ def run(cfg: Config) -> dict:
     log.info("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
              jax.devices()[0].device_kind, jax.process_count())
 
+    task, trainable, teacher = pretraining_task(cfg.model.kind), nnx.Param, None
+    if cfg.distill.teacher:
+        teacher = load_teacher(cfg.distill.teacher, masked_lm=True)
+        distill.check_compatible(teacher, distill.MASKED_LM, (),
+                                 load_tokenizer(prepared.tokenizer_path))
+        task = distill.distillation_task(task, teacher, cfg.distill.alpha,
+                                         cfg.distill.temperature)
+        trainable = distill.student_only(trainable)
     tx = optim.make_optimizer(cfg.train)
-    setup = setup_state(cfg.model, cfg.train.seed, tx, mesh)
+    setup = setup_state(cfg.model, cfg.train.seed, tx, mesh, task, trainable)
+    fixed = setup.fixed
+    if teacher is not None:
+        frozen, _ = load_weights(fixed.frozen, setup.fixed_shardings.frozen,
+                                 teacher.frozen_weights())
+        fixed = dataclasses.replace(fixed, frozen=frozen)
     train_step = make_train_step(setup, tx, optim.learning_rate_schedule(cfg.train), mesh,
                                  cfg.train.grad_accum_steps)
     eval_step = make_eval_step(setup, mesh)
@@ -127,13 +143,14 @@ def run(cfg: Config) -> dict:
         data.make_loader(prepared, "eval", cfg.train.batch_size, seed=cfg.train.seed,
                          shuffle=False, num_epochs=1)
 
-    task = setup.model.task
     # Held from the first write into run_dir to the end; the checks that can refuse (the
     # restore's model and data order) come before anything in it is changed.
     with exclusive(run_dir):
         checkpoints = Checkpointer(run_dir, cfg.train,
                                   best_metric=f"eval_{task.objectives[0]}_accuracy")
-        state = checkpoints.restore(setup.abstract, batches, cfg.model, data_order(cfg))
+        # The teacher is not in the checkpoints: a distilled run resumes only with the same.
+        base = {"teacher.fingerprint": teacher.fingerprint} if teacher is not None else {}
+        state = checkpoints.restore(setup.abstract, batches, cfg.model, data_order(cfg), base)
         start = 0 if state is None else int(jax.device_get(state.step))
         if start > cfg.train.steps:
             raise ConfigError(f"{checkpoints.directory} holds step {start}, past "
@@ -151,10 +168,12 @@ def run(cfg: Config) -> dict:
             flops_per_step=task.flops(cfg.model, shapes),
             peak=metrics.peak_flops(), keys=tasks.train_metric_keys(task),
             tensorboard=cfg.train.tensorboard, progress_bar=cfg.train.progress_bar)
+        saved_config = {**to_dict(cfg),
+                        **({"teacher": teacher.record()} if teacher is not None else {})}
         summary = train_loop(
-            cfg.train, state, setup.fixed, train_step, batches, mesh, checkpoints=checkpoints,
-            logger=logger, config=to_dict(cfg),
-            evaluate=lambda params: held_out_metrics(eval_step, task, params, setup.fixed,
+            cfg.train, state, fixed, train_step, batches, mesh, checkpoints=checkpoints,
+            logger=logger, config=saved_config,
+            evaluate=lambda params: held_out_metrics(eval_step, task, params, fixed,
                                                      prepared, cfg, mesh))
         if jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
             summary["plot"] = str(plot_run(run_dir))

@@ -10,10 +10,10 @@ from jaxlm.config import load
 from jaxlm.models.bert import BertForPreTraining, BertModel
 from jaxlm.objectives.registry import PRETRAINING
 
-# Pretraining configs; configs/finetune_*.yaml and distill_*.yaml take their model from
-# init_from or the teacher.
+# Pretraining configs; configs/finetune_*.yaml, distill_*.yaml and prune_*.yaml take their
+# model from init_from or the teacher.
 CONFIGS = sorted(p for p in Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")
-                 if not p.stem.startswith(("finetune", "distill")))
+                 if not p.stem.startswith(("finetune", "distill", "prune")))
 
 
 def _batch(config, B=3, T=10, seed=0):

@@ -12,13 +12,14 @@ from data_fixtures import tiny_hf_bert
 from flax import nnx
 
 from jaxlm import classify as classify_cli
-from jaxlm import finetune
+from jaxlm import fill_mask as fill_mask_cli
+from jaxlm import finetune, pretrain
 from jaxlm.compression import distill
 from jaxlm.config import ConfigError, FinetuneConfig, MeshConfig, load
 from jaxlm.data import load_tokenizer
 from jaxlm.data.tokenizer import encode_padded
 from jaxlm.hf import bert as hf
-from jaxlm.inference.load import load_finetuned, load_teacher
+from jaxlm.inference.load import load_finetuned, load_for_inference, load_teacher
 from jaxlm.objectives.registry import classify_task
 from jaxlm.training import optim, sharding
 from jaxlm.training.state import load_weights, merge, setup_state
@@ -63,14 +64,19 @@ def test_student_from_teacher_renumbers_the_layers_it_keeps(tiny_config):
     assert weights["classifier.kernel"][0] == 2
 
 
-@pytest.mark.parametrize("objective", ["cls", "tag", "span"])
+@pytest.mark.parametrize("objective", ["mlm", "cls", "tag", "span"])
 def test_distillation_sums_match_numpy(objective):
     rng = np.random.default_rng(0)
     B, T, K, temperature = 4, 5, 3, 2.0
     w_B = np.array([1, 1, 1, 0], np.float32)  # the last row is padding
     batch = {"example_weights": w_B,
-             "tag_weights": (rng.random((B, T)) < 0.6).astype(np.float32)}
-    if objective == "cls":
+             "tag_weights": (rng.random((B, T)) < 0.6).astype(np.float32),
+             "masked_weights": (rng.random((B, T)) < 0.6).astype(np.float32)}
+    if objective == "mlm":  # (logits at the masked positions, next-sentence logits)
+        student, teacher = ((rng.normal(size=(B, T, K)).astype(np.float32) * 2,
+                             rng.normal(size=(B, 2)).astype(np.float32)) for _ in range(2))
+        terms = [(student[0], teacher[0], batch["masked_weights"])]
+    elif objective == "cls":
         student, teacher = (rng.normal(size=(B, K)).astype(np.float32) * 2 for _ in range(2))
         terms = [(student[:, None], teacher[:, None], w_B[:, None])]
     elif objective == "tag":
@@ -117,7 +123,7 @@ def test_a_distilled_student_end_to_end(teacher_run, tmp_path, capsys):
     run_dir = tmp_path / "student"
     assert finetune.main([*_overrides(teacher_run, run_dir, "finetune.epochs=2",
                                       f"distill.teacher={teacher_run / 'classifier'}",
-                                      "distill.student_layers=1")], distilling=True) == 0
+                                      "distill.student_layers=1")], command="distill") == 0
     assert _digest(teacher_run / "classifier") == before
     results = json.loads((run_dir / "results.json").read_text())
     D, F, V = 32, 64, load_tokenizer(teacher_run / "tokenizer.json").get_vocab_size()
@@ -222,7 +228,7 @@ def test_bad_teachers_are_named(teacher_run, tmp_path, caplog):
         run(f"distill.teacher={tmp_path / 'nowhere'}")
     assert not (tmp_path / "bad").exists()  # nothing written before the inputs were checked
     assert finetune.main([*_overrides(teacher_run, tmp_path / "x"), "distill.teacher="],
-                         distilling=True) == 1
+                         command="distill") == 1
     assert "distill.teacher is not set" in caplog.text
 
 
@@ -231,3 +237,48 @@ def _tagged(tmp_path):
     path.write_text("".join(json.dumps({"tokens": ["a", "good", "film"], "tags": ["O", "B", "O"]})
                             + "\n" for _ in range(40)))
     return path
+
+
+def _pretrain(overrides, run_dir, *extra):
+    return pretrain.main([*overrides, f"run_dir={run_dir}", *extra])
+
+
+def test_masked_lm_distillation_end_to_end(run_overrides, tmp_path):
+    """train.py with distill.teacher: a narrower one-layer BERT learns from a pretrained
+    two-layer teacher's masked-LM distributions beside its own MLM and NSP labels; the loss
+    is (1 - alpha) MLM + NSP + alpha KD; the checkpoint holds the student alone, which
+    fill-mask loads; a resume under another teacher is refused, the run left as it was."""
+    assert _pretrain(run_overrides, tmp_path / "teacher", "train.steps=3") == 0
+    student = ["model.num_layers=1", "model.hidden_size=16", "model.intermediate_size=32",
+               "distill.alpha=0.7", "train.steps=4"]
+    run_dir = tmp_path / "student"
+    assert _pretrain(run_overrides, run_dir, *student,
+                     f"distill.teacher={tmp_path / 'teacher'}") == 0
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [d for d in lines if "kd_loss" in d]
+    assert len(train) == 4 and all(0 <= d["kd_accuracy"] <= 1 for d in train)
+    assert all(np.isclose(d["loss"], 0.3 * d["mlm_loss"] + d["nsp_loss"] + 0.7 * d["kd_loss"],
+                          rtol=1e-5) for d in train)
+    module, cfg, _ = load_for_inference(run_dir)
+    assert module.config.hidden_size == 16 and not hasattr(module, "teacher")
+    assert cfg.distill.teacher == str(tmp_path / "teacher")
+    assert fill_mask_cli.main(["--checkpoint", str(run_dir), "ka [MASK] lo"]) == 0
+
+    assert _pretrain(run_overrides, tmp_path / "other", "train.steps=3", "train.seed=1") == 0
+    before = _digest(run_dir / "checkpoints")
+    with pytest.raises(ConfigError, match="other frozen weights .*teacher.fingerprint"):
+        pretrain.run(pretrain.parse_args([*run_overrides, f"run_dir={run_dir}", *student,
+                                          "train.steps=6",
+                                          f"distill.teacher={tmp_path / 'other'}"]))
+    assert _digest(run_dir / "checkpoints") == before
+
+
+def test_masked_lm_distillation_needs_the_teachers_vocabulary(run_overrides, tmp_path):
+    assert _pretrain(run_overrides, tmp_path / "teacher", "train.steps=1") == 0
+    with pytest.raises(ConfigError, match="tokenizer .* differs from the student's"):
+        pretrain.run(pretrain.parse_args([*run_overrides, f"run_dir={tmp_path / 'student'}",
+                                          "data.vocab_size=150",
+                                          f"distill.teacher={tmp_path / 'teacher'}"]))
+    assert not (tmp_path / "student").exists()
+    with pytest.raises(ConfigError, match="a pretraining student is `model`"):
+        load(None, [f"distill.teacher={tmp_path / 'teacher'}", "distill.student_layers=1"])

@@ -6,6 +6,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxlm.models.bert import BertForPreTraining
@@ -14,11 +15,14 @@ from jaxlm.objectives.registry import PRETRAINING
 from jaxlm.training import metrics, plot
 
 
-def test_train_flops_match_xla_cost_analysis(tiny_config):
+@pytest.mark.parametrize("widths", [{}, {"layer_heads": (1, 3),
+                                         "layer_intermediate": (256, 1024)}])
+def test_train_flops_match_xla_cost_analysis(tiny_config, widths):
     """Matmuls dominate a wide model, so XLA's count of the forward pass (which also counts
-    elementwise work) is a little above ours / 3."""
+    elementwise work) is a little above ours / 3; also with layers pruned to other widths."""
     cfg = dataclasses.replace(tiny_config, hidden_size=256, num_heads=4, intermediate_size=1024,
-                              vocab_size=1000, hidden_dropout=0.0, attention_dropout=0.0)
+                              vocab_size=1000, hidden_dropout=0.0, attention_dropout=0.0,
+                              **widths)
     B, T, P = 4, 64, 10
     model = BertForPreTraining(cfg, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)

@@ -1,17 +1,20 @@
-"""Knowledge distillation for fine-tuning (Hinton et al. 2015, "Distilling the Knowledge in a
-Neural Network"), with the student initialised from the teacher's layers as in DistilBERT
-(Sanh et al. 2019, 3).
+"""Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural
+Network"), in fine-tuning and in BERT pretraining, with the student initialised from the
+teacher's layers as in DistilBERT (Sanh et al. 2019, 3).
 
-A fine-tuned teacher's output distributions, softened by a temperature T, become soft
-targets for a smaller student trained on the same labelled data:
+A teacher's output distributions, softened by a temperature T, become soft targets for a
+smaller student trained on the same data:
 
     loss = (1 - alpha) CE(student, labels)
            + alpha T^2 KL(softmax(teacher / T) || softmax(student / T))
 
-The teacher rides inside the student's module as a frozen submodule `teacher`: its logits
-are computed in the same jitted step, sharded by the same logical axes, and never get a
-gradient, while the student's own parameters keep the names of a plain fine-tuned model, so
-a distilled run loads, serves and exports as any other.
+Fine-tuning distills the head's outputs (class, tags, answer span) of a fine-tuned teacher;
+pretraining distills a pretrained BERT's masked-LM distributions at the masked positions
+(DistilBERT's soft-target loss beside the hard MLM loss; next-sentence prediction keeps its
+labels). The teacher rides inside the student's module as a frozen submodule `teacher`: its
+logits are computed in the same jitted step, sharded by the same logical axes, and never get
+a gradient, while the student's own parameters keep the names of a plain model, so a
+distilled run loads, serves and exports as any other.
 """
 
 from __future__ import annotations
@@ -30,17 +33,19 @@ from jaxlm.config import ConfigError, ModelConfig
 from jaxlm.data import load_tokenizer
 from jaxlm.hf.bert import merged_params
 from jaxlm.objectives import losses
-from jaxlm.objectives.registry import finetuning_task
-from jaxlm.objectives.tasks import HEAD_LOSSES, Task, encoder_inputs
+from jaxlm.objectives.registry import finetuning_task, pretraining_task
+from jaxlm.objectives.tasks import HEAD_LOSSES, Task, bert_inputs, encoder_inputs
 from jaxlm.training.integrity import weights_fingerprint
+
+MASKED_LM = "masked_lm"  # the task of a pretrained BERT teacher (its masked-LM head)
 
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:
-    """A fine-tuned model to distill, as arrays: what the step rebuilds inside the student."""
+    """A model to distill, as arrays: what the step rebuilds inside the student."""
 
     config: ModelConfig  # without LoRA: adapters are merged into `weights`
-    task: str  # finetune.task it was trained for
+    task: str  # finetune.task it was trained for, or MASKED_LM for a pretrained BERT
     labels: tuple[str, ...]  # its classes or tags in output order; () for question answering
     weights: dict[str, np.ndarray]  # by parameter path ("bert.layers.0...", "classifier.kernel")
     tokenizer_path: Path
@@ -102,7 +107,12 @@ def student_from_teacher(teacher: Teacher, num_layers: int
         elif int(parts[2]) in picks:
             parts[2] = str(picks.index(int(parts[2])))
             weights[".".join(parts)] = value
-    return dataclasses.replace(teacher.config, num_layers=num_layers), weights
+    config = teacher.config
+    return dataclasses.replace(
+        config, num_layers=num_layers,
+        layer_heads=tuple(config.layer_heads[i] for i in picks) if config.layer_heads else (),
+        layer_intermediate=(tuple(config.layer_intermediate[i] for i in picks)
+                            if config.layer_intermediate else ())), weights
 
 
 def student_only(trainable):
@@ -112,7 +122,10 @@ def student_only(trainable):
 
 def _soft_targets(objective: str, outputs, batch: dict) -> list[tuple[jax.Array, jax.Array]]:
     """The head's distributions that distillation matches, each as (logits_BXK, weights_BX):
-    the class; the tag at each word's first sub-word; the answer's start and its end."""
+    the word at each masked position (DistilBERT's soft-target MLM loss); the class; the tag
+    at each word's first sub-word; the answer's start and its end."""
+    if objective == "mlm":
+        return [(outputs[0], batch["masked_weights"])]
     if objective == "cls":
         return [(outputs[:, None], batch["example_weights"][:, None])]
     if objective == "tag":
@@ -138,11 +151,14 @@ def distillation_sums(objective: str, student_outputs, teacher_outputs, batch: d
 
 def distillation_task(head: Task, teacher: Teacher, alpha: float, temperature: float) -> Task:
     """`head`'s task trained on its labels and the teacher's soft targets: objectives
-    (head's, "kd"), weighted 1 - alpha and alpha; "kd_accuracy" is the agreement with the
-    teacher. The teacher runs without dropout: its targets are its predictions."""
+    (head's..., "kd"), the first weighted 1 - alpha, "kd" alpha, the others (BERT's next
+    sentence) 1; "kd_accuracy" is the agreement with the teacher. The teacher runs without
+    dropout: its targets are its predictions."""
     objective = head.objectives[0]
     teacher_cfg = dataclasses.replace(teacher.config, hidden_dropout=0.0, attention_dropout=0.0)
-    teacher_head = finetuning_task(teacher.task, len(teacher.labels), 0.0)
+    teacher_head = (pretraining_task("bert") if teacher.task == MASKED_LM
+                    else finetuning_task(teacher.task, len(teacher.labels), 0.0))
+    inputs = bert_inputs if objective == "mlm" else encoder_inputs
 
     def build(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         student = head.build(cfg, rngs)
@@ -150,9 +166,8 @@ def distillation_task(head: Task, teacher: Teacher, alpha: float, temperature: f
         return student
 
     def sums(module: nnx.Module, batch: dict) -> dict:
-        inputs = encoder_inputs(batch)
-        student_outputs = module(*inputs)
-        teacher_outputs = jax.lax.stop_gradient(module.teacher(*inputs))
+        student_outputs = module(*inputs(batch))
+        teacher_outputs = jax.lax.stop_gradient(module.teacher(*inputs(batch)))
         return {**HEAD_LOSSES[objective](student_outputs, batch),
                 **distillation_sums(objective, student_outputs, teacher_outputs, batch,
                                     temperature)}
@@ -165,5 +180,6 @@ def distillation_task(head: Task, teacher: Teacher, alpha: float, temperature: f
         # The teacher's forward pass is a third of its training FLOPs (no backward).
         return head.flops(cfg, shapes) + teacher_head.flops(teacher_cfg, shapes) / 3
 
-    return dataclasses.replace(head, objectives=(objective, "kd"), build=build, counts=counts,
-                               sums=sums, flops=flops, loss_weights=(1.0 - alpha, alpha))
+    weights = (1.0 - alpha, *(1.0 for _ in head.objectives[1:]), alpha)
+    return dataclasses.replace(head, objectives=(*head.objectives, "kd"), build=build,
+                               counts=counts, sums=sums, flops=flops, loss_weights=weights)

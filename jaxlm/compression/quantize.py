@@ -123,7 +123,8 @@ def arrays(module: nnx.Module) -> dict[str, np.ndarray]:
 
 
 def load_arrays(module: nnx.Module, values: dict[str, np.ndarray], source: str) -> None:
-    """Sets a quantized module's arrays from `arrays()`'s dict, in place.
+    """Sets a module's arrays (int8 ones too) from a dict by path such as `arrays()`'s, in
+    place.
 
     Raises:
       ValueError: a missing, extra or differently shaped array, naming it and `source`.

@@ -16,17 +16,24 @@ import yaml
 
 from jaxlm.config.finetuning import (
     TASKS,
-    DistillOptions,
     FinetuneConfig,
     FinetuneDataConfig,
     FinetuneOptions,
+    PruneOptions,
 )
 from jaxlm.config.loader import ConfigError, from_dict, to_dict
-from jaxlm.config.pretraining import Config, DataConfig, MeshConfig, ModelConfig, TrainConfig
+from jaxlm.config.pretraining import (
+    Config,
+    DataConfig,
+    DistillOptions,
+    MeshConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 __all__ = ["TASKS", "Config", "ConfigError", "DataConfig", "DistillOptions", "FinetuneConfig",
-           "FinetuneDataConfig", "FinetuneOptions", "MeshConfig", "ModelConfig", "TrainConfig",
-           "from_dict", "load", "to_dict"]
+           "FinetuneDataConfig", "FinetuneOptions", "MeshConfig", "ModelConfig", "PruneOptions",
+           "TrainConfig", "from_dict", "load", "to_dict"]
 
 
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = (),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxlm.config.loader import ConfigError
-from jaxlm.config.pretraining import MeshConfig, TrainConfig
+from jaxlm.config.pretraining import DistillOptions, MeshConfig, TrainConfig
 
 # Fine-tuning tasks (BERT 4): the file formats each reads, its built-in data sets (the first
 # is used when no train_file is given) and its validation metrics (the first is the default).
@@ -110,23 +110,31 @@ class FinetuneOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillOptions:
-    """Knowledge distillation from a fine-tuned teacher (`jaxlm.compression.distill`)."""
+class PruneOptions:
+    """Pruning while fine-tuning (`jaxlm.compression.prune`)."""
 
-    teacher: str = ""  # a fine-tuned jaxlm run or Hugging Face directory; "" = no teacher
-    alpha: float = 0.5  # weight of the soft-target loss; the labels' cross entropy gets 1 - alpha
-    temperature: float = 2.0  # T: both distributions are softmax(logits / T)
-    student_layers: int = 0  # without init_from, the student is this many of the teacher's
-    # layers, evenly spaced (DistilBERT); 0 = half of them
+    heads: float = 0.0  # fraction of all attention heads removed by importance before training
+    neurons: float = 0.0  # fraction of all MLP neurons removed the same way
+    # (both need init_from to be a model fine-tuned for the task: they score its loss)
+    sparsity: float = 0.0  # fraction of each encoder weight matrix zeroed by magnitude
+    begin: float = 0.0  # fraction of the steps at which gradual magnitude pruning starts
+    end: float = 0.7  # fraction at which it reaches `sparsity`; the rest trains the mask fixed
+    # (with `sparsity`, no early stopping, and the best checkpoint is one from `end` on)
+    every: int = 10  # steps between two mask updates
 
     def __post_init__(self):
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise ConfigError(f"distill.temperature: must be positive, got {self.temperature}")
-        if self.student_layers < 0:
-            raise ConfigError(f"distill.student_layers: must be >= 0, got "
-                              f"{self.student_layers}")
+        for key in ("heads", "neurons", "sparsity"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"prune.{key}: must be in [0, 1), got {getattr(self, key)}")
+        if not 0.0 <= self.begin <= self.end <= 1.0:
+            raise ConfigError(f"prune.begin, prune.end: need 0 <= begin <= end <= 1, got "
+                              f"{self.begin} and {self.end}")
+        if self.every <= 0:
+            raise ConfigError(f"prune.every: must be positive, got {self.every}")
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.heads or self.neurons)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +153,7 @@ class FinetuneConfig:
     mesh: MeshConfig = MeshConfig()
     finetune: FinetuneOptions = FinetuneOptions()
     distill: DistillOptions = DistillOptions()
+    prune: PruneOptions = PruneOptions()
 
     def __post_init__(self):
         task = TASKS[self.finetune.task]
@@ -158,6 +167,9 @@ class FinetuneConfig:
             raise ConfigError("finetune.lora_rank with distill.teacher needs init_from: LoRA "
                               "trains adapters on a pretrained student, not on the teacher's "
                               "layers")
+        if self.prune.sparsity and self.finetune.lora_rank:
+            raise ConfigError("prune.sparsity with finetune.lora_rank: magnitude pruning needs "
+                              "the encoder's weights trained, LoRA freezes them")
 
     @property
     def metric(self) -> str:

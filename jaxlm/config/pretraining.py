@@ -43,6 +43,9 @@ class ModelConfig:
     attention_impl: str = "xla"
     lora_rank: int = 0  # R > 0 adds LoRA adapters of rank R to the attention projections
     lora_alpha: float = 16.0  # LoRA scale numerator: the update B A is scaled by alpha / R
+    # Structured pruning (jaxlm.compression.prune) leaves BERT layers of different widths:
+    layer_heads: tuple[int, ...] = ()  # heads kept in each layer; () = num_heads in every one
+    layer_intermediate: tuple[int, ...] = ()  # F of each layer; () = intermediate_size
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -73,6 +76,14 @@ class ModelConfig:
             raise ConfigError(f"model.remat: {self.remat!r} is not one of {REMAT_POLICIES}")
         if self.lora_rank < 0:
             raise ConfigError(f"model.lora_rank: must be >= 0, got {self.lora_rank}")
+        for key, full in (("layer_heads", self.num_heads),
+                          ("layer_intermediate", self.intermediate_size)):
+            sizes = getattr(self, key)
+            if sizes and self.kind != "bert":
+                raise ConfigError(f"model.{key}: only BERT layers are pruned, not {self.kind}")
+            if sizes and (len(sizes) != self.num_layers or not all(0 < n <= full for n in sizes)):
+                raise ConfigError(f"model.{key}: {list(sizes)} needs one size per layer "
+                                  f"({self.num_layers}), each between 1 and {full}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"model.attention_impl: {self.attention_impl!r} is not one of "
                               f"{ATTENTION_IMPLS}")
@@ -81,6 +92,14 @@ class ModelConfig:
     def head_dim(self) -> int:
         """H, the width of one attention head."""
         return self.hidden_size // self.num_heads
+
+    def heads(self, layer: int) -> int:
+        """N of encoder layer `layer` (fewer than num_heads once pruned)."""
+        return self.layer_heads[layer] if self.layer_heads else self.num_heads
+
+    def intermediate(self, layer: int) -> int:
+        """F of encoder layer `layer`."""
+        return self.layer_intermediate[layer] if self.layer_intermediate else self.intermediate_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +241,27 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillOptions:
+    """Knowledge distillation (`jaxlm.compression.distill`): from a fine-tuned teacher when
+    fine-tuning, from a pretrained BERT's masked-LM head when pretraining a BERT."""
+
+    teacher: str = ""  # a jaxlm run or Hugging Face directory; "" = no teacher
+    alpha: float = 0.5  # weight of the soft-target loss; the labels' cross entropy gets 1 - alpha
+    temperature: float = 2.0  # T: both distributions are softmax(logits / T)
+    student_layers: int = 0  # fine-tuning without init_from: the student is this many of the
+    # teacher's layers, evenly spaced (DistilBERT); 0 = half of them
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill.temperature: must be positive, got {self.temperature}")
+        if self.student_layers < 0:
+            raise ConfigError(f"distill.student_layers: must be >= 0, got "
+                              f"{self.student_layers}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run: where its output goes and how the model is built."""
 
@@ -230,10 +270,17 @@ class Config:
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     mesh: MeshConfig = MeshConfig()
+    distill: DistillOptions = DistillOptions()  # a BERT student of a pretrained BERT teacher
 
     def __post_init__(self):
         if self.data.format == "pairs" and self.model.kind != "encoder_decoder":
             raise ConfigError(f"data.format: 'pairs' trains an encoder-decoder; "
                               f"model.kind={self.model.kind!r} needs data.format=text")
+        if self.distill.teacher and self.model.kind != "bert":
+            raise ConfigError(f"distill.teacher: masked-LM distillation trains a BERT, not "
+                              f"model.kind={self.model.kind}")
+        if self.distill.student_layers:
+            raise ConfigError("distill.student_layers: a pretraining student is `model`, "
+                              "freshly initialised; the option is for fine-tuning")
 
 

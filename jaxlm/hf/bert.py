@@ -23,6 +23,8 @@ from jaxlm.config import ModelConfig
 from jaxlm.data import load_tokenizer
 from jaxlm.hf.common import expand_table, load_arrays
 from jaxlm.models.bert import (
+    HEAD_AXES,
+    NEURON_AXES,
     BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
@@ -284,15 +286,32 @@ def merged_params(model: nnx.Module) -> dict[str, np.ndarray]:
     return params
 
 
+def full_width(params: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
+    """The parameters of a model whose layers lost heads or neurons to structured pruning,
+    padded back with zeros to num_heads and intermediate_size: transformers 5 BERT has one
+    width for all layers (its `prune_heads` is gone), and a zero head or neuron adds nothing
+    to the output, so the logits stay the same."""
+    padded = dict(params)
+    for i in range(config.num_layers):
+        for axes, full in ((HEAD_AXES, config.num_heads), (NEURON_AXES, config.intermediate_size)):
+            for name, axis in axes.items():
+                key = f"bert.layers.{i}.{name}"
+                width = [(0, 0)] * params[key].ndim
+                width[axis] = (0, full - params[key].shape[axis])
+                padded[key] = np.pad(params[key], width)
+    return padded
+
+
 def save_pretrained(model: nnx.Module, config: ModelConfig, path: str | Path,
                     labels: tuple[str, ...] | None = None) -> Path:
     """Writes config.json + model.safetensors that transformers loads as the same
-    architecture (`HEADS`), with id2label for the classifiers and taggers."""
+    architecture (`HEADS`), with id2label for the classifiers and taggers; a pruned model
+    at its full width (`full_width`)."""
     architecture, table = HEADS[type(model)]
     hf_config = config_to_hf(config)
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
-    params = merged_params(model)
+    params = full_width(merged_params(model), config)
     weights = {hf_name: np.ascontiguousarray(to_hf(params[path_], layout))
                for hf_name, path_, layout in expand_table(table, config.num_layers)}
     # Written as bytes so that the file gets the usual permissions (save_file makes it 0600).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import numpy as np
 from flax import nnx
 
 from jaxlm.compression import quantize
-from jaxlm.compression.distill import Teacher
+from jaxlm.compression.distill import MASKED_LM, Teacher
 from jaxlm.config import Config, FinetuneConfig, MeshConfig, ModelConfig, from_dict
 from jaxlm.data import load_tokenizer
-from jaxlm.hf.bert import from_pretrained, from_pretrained_head
+from jaxlm.hf.bert import HEADS, from_pretrained, from_pretrained_head
 from jaxlm.models.bert import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
@@ -26,7 +27,7 @@ from jaxlm.models.bert import (
 )
 from jaxlm.objectives.registry import finetuning_task, pretraining_task
 from jaxlm.training import optim, sharding
-from jaxlm.training.checkpoint import restore_newest
+from jaxlm.training.checkpoint import open_latest, restore_newest
 from jaxlm.training.integrity import weights_fingerprint
 from jaxlm.training.state import LORA_TRAINABLE, load_weights, merge, setup_state
 
@@ -57,13 +58,18 @@ def load_for_inference(path: str | Path, mesh=None, step: int | None = None):
         if "labels" in saved:
             raise ValueError(f"{path} is a fine-tuned model; load it with load_finetuned (or "
                              f"python -m jaxlm.classify, jaxlm.tag, jaxlm.answer)")
-        cfg = from_dict(Config, saved)
+        cfg = from_dict(Config, _without_teacher(saved))
         return setup_state(cfg.model, cfg.train.seed, optim.make_optimizer(cfg.train), mesh)
 
     params, setup, step, saved = restore_newest(path, build, step)
     module = merge(setup.model, params, setup.fixed)
     module.eval()
-    return module, from_dict(Config, saved), step
+    return module, from_dict(Config, _without_teacher(saved)), step
+
+
+def _without_teacher(saved: dict) -> dict:
+    """A saved config without the record of a distilled run's teacher, checked on resume only."""
+    return {k: v for k, v in saved.items() if k != "teacher"}
 
 
 def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int | None = None):
@@ -124,6 +130,8 @@ class Pretrained:
     tokenizer_path: Path
     source: Path  # the run or Hugging Face directory, absolute
     step: int | None  # the run's checkpoint; None for a Hugging Face directory
+    task: str | None = None  # a fine-tuned model's finetune.task; None for a pretrained one
+    labels: tuple[str, ...] = ()  # a fine-tuned model's classes or tags, in output order
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -135,10 +143,28 @@ class Pretrained:
         return {"path": str(self.source), "step": self.step, "fingerprint": self.fingerprint}
 
 
+def is_finetuned(directory: Path) -> bool:
+    """Whether `directory` holds a fine-tuned model: a jaxlm fine-tuning run, or a Hugging
+    Face directory of one of the fine-tuning heads."""
+    if (directory / "config.json").is_file():
+        architectures = json.loads((directory / "config.json").read_text()).get("architectures")
+        return bool(architectures) and architectures[0] in {
+            HEADS[head][0] for head in HEAD_TASKS}
+    try:
+        manager, _, saved = open_latest(directory)
+    except FileNotFoundError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable newest checkpoint: load_for_inference
+        return False  # goes back to an older one, or says why none reads
+    manager.close()
+    return "labels" in saved
+
+
 def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
     """The encoder weights, model config and tokenizer of a jaxlm BERT run (its newest
     checkpoint, or `step`) or a Hugging Face BERT directory (config.json + weights +
-    tokenizer.json or vocab.txt).
+    tokenizer.json or vocab.txt); for a model already fine-tuned (a run, or a Hugging Face
+    head), all its weights, head included, at its best checkpoint, with its task and labels.
 
     Raises:
       FileNotFoundError: no checkpoint, or no tokenizer next to it.
@@ -148,6 +174,10 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
     if not str(path):
         raise FileNotFoundError("init_from is not set: give a jaxlm BERT run directory or a "
                                 "Hugging Face BERT directory")
+    if is_finetuned(directory):
+        teacher = load_teacher(directory)
+        return Pretrained(teacher.config, teacher.weights, teacher.tokenizer_path, directory,
+                          None, teacher.task, teacher.labels)
     if (directory / "config.json").is_file():
         module, config = from_pretrained(directory, encoder_only=True)
         tokenizer_path = hf_tokenizer(directory)
@@ -254,16 +284,25 @@ HEAD_TASKS = {BertForSequenceClassification: "sequence_classification",
               BertForQuestionAnswering: "question_answering"}
 
 
-def load_teacher(path: str | Path) -> Teacher:
-    """A fine-tuned model to distill: a jaxlm fine-tuning run (its best checkpoint, LoRA
-    merged in) or a Hugging Face directory of one of the three heads.
+def load_teacher(path: str | Path, masked_lm: bool = False) -> Teacher:
+    """A model to distill: a jaxlm fine-tuning run (its best checkpoint, LoRA merged in) or a
+    Hugging Face directory of one of the three heads; with `masked_lm`, a pretrained BERT (a
+    jaxlm run or a Hugging Face BertForPreTraining directory) whose masked-LM head teaches.
 
     Raises:
       FileNotFoundError: no checkpoint, model or tokenizer at `path`.
-      ValueError: a model that is not fine-tuned.
+      ValueError: a model that is not fine-tuned (with `masked_lm`: not a pretrained BERT).
     """
     directory = Path(path).expanduser().absolute()
-    if (directory / "config.json").is_file():
+    hf = (directory / "config.json").is_file()
+    if masked_lm:
+        if hf:
+            module, _ = from_pretrained(directory)
+            tokenizer_path = hf_tokenizer(directory)
+        else:
+            module, _, tokenizer_path = load_run(directory, ("bert",), "masked-LM distillation")
+        return Teacher.from_module(module, MASKED_LM, (), tokenizer_path, directory)
+    if hf:
         module, labels = from_pretrained_head(directory)
         task, tokenizer_path = HEAD_TASKS[type(module)], hf_tokenizer(directory)
     else:

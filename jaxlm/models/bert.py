@@ -19,6 +19,15 @@ from jaxlm.nn.attention import padding_mask
 from jaxlm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from jaxlm.nn.transformer import EncoderBlock, apply_stack
 
+# Where an encoder layer's parameters hold its attention heads (N) and its MLP neurons (F):
+# what structured pruning slices and what export pads back.
+HEAD_AXES = {"attention.query.kernel": 1, "attention.query.bias": 0,
+             "attention.key.kernel": 1, "attention.key.bias": 0,
+             "attention.value.kernel": 1, "attention.value.bias": 0,
+             "attention.output.kernel": 0}
+NEURON_AXES = {"mlp.intermediate.kernel": 1, "mlp.intermediate.bias": 0,
+               "mlp.output.kernel": 0}
+
 
 def _dtypes(config: ModelConfig) -> dict:
     return dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
@@ -65,8 +74,8 @@ class BertModel(nnx.Module):
     def __init__(self, config: ModelConfig, *, pooler: bool = True, rngs: nnx.Rngs):
         self.config = config
         self.embeddings = BertEmbeddings(config, rngs=rngs)
-        self.layers = nnx.List([EncoderBlock(config, rngs=rngs)
-                                for _ in range(config.num_layers)])
+        self.layers = nnx.List([EncoderBlock(config, layer=i, rngs=rngs)
+                                for i in range(config.num_layers)])
         self.pooler = BertPooler(config, rngs=rngs) if pooler else None
 
     def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,

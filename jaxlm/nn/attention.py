@@ -187,11 +187,12 @@ class MultiHeadAttention(nnx.Module):
     With `config.lora_rank` > 0 the four projections carry LoRA adapters (Hu et al. 2021
     apply them to the attention weights). With `config.qk_norm` queries and keys go through
     `normalize_heads` before the dot product. Self-attention when `context_BSD` is None;
-    cross-attention over it otherwise.
+    cross-attention over it otherwise. `num_heads` < config.num_heads keeps the width H of
+    config's heads (a pruned layer, `compression.prune`).
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        D, N, H = config.hidden_size, config.num_heads, config.head_dim
+    def __init__(self, config: ModelConfig, *, num_heads: int = 0, rngs: nnx.Rngs):
+        D, N, H = config.hidden_size, num_heads or config.num_heads, config.head_dim
         kw = dict(init_std=config.initializer_range, dtype=jnp.dtype(config.dtype),
                   param_dtype=jnp.dtype(config.param_dtype), rngs=rngs,
                   lora_rank=config.lora_rank, lora_alpha=config.lora_alpha)

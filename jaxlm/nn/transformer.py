@@ -45,8 +45,8 @@ class FeedForward(nnx.Module):
     `config.activation` is "gelu_tanh".
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        D, F = config.hidden_size, config.intermediate_size
+    def __init__(self, config: ModelConfig, *, intermediate_size: int = 0, rngs: nnx.Rngs):
+        D, F = config.hidden_size, intermediate_size or config.intermediate_size
         kw = dict(init_std=config.initializer_range, dtype=jnp.dtype(config.dtype),
                   param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.intermediate = Linear("BTD,DF->BTF", (D, F), ("embed", "mlp"), **kw)
@@ -66,13 +66,14 @@ class EncoderBlock(nnx.Module):
     pre-LN (`pre_norm`), as GPT-2 and T5:     x = x + Drop(Sublayer(LN(x)))
     """
 
-    def __init__(self, config: ModelConfig, *, pre_norm: bool = False, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, pre_norm: bool = False, layer: int = 0,
+                 rngs: nnx.Rngs):
         self.pre_norm = pre_norm
         norm = dict(eps=config.layer_norm_eps, dtype=jnp.dtype(config.dtype),
                     param_dtype=jnp.dtype(config.param_dtype))
-        self.attention = MultiHeadAttention(config, rngs=rngs)
+        self.attention = MultiHeadAttention(config, num_heads=config.heads(layer), rngs=rngs)
         self.attention_norm = LayerNorm(config.hidden_size, **norm)
-        self.mlp = FeedForward(config, rngs=rngs)
+        self.mlp = FeedForward(config, intermediate_size=config.intermediate(layer), rngs=rngs)
         self.mlp_norm = LayerNorm(config.hidden_size, **norm)
         self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
 

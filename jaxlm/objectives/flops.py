@@ -9,11 +9,17 @@ from __future__ import annotations
 from jaxlm.config import ModelConfig
 
 
-def layer_flops(cfg: ModelConfig, length: int) -> int:
+def layer_flops(cfg: ModelConfig, length: int, layer: int = 0) -> int:
     """Forward matmul FLOPs of one encoder or decoder self-attention layer per token: Q, K,
-    V, output projections 4*2*D*D, MLP 2*2*D*F, attention scores and mix 2*2*T*D."""
-    D, F = cfg.hidden_size, cfg.intermediate_size
-    return 8 * D * D + 4 * D * F + 4 * length * D
+    V, output projections 4*2*D*A, MLP 2*2*D*F, attention scores and mix 2*2*T*A, where the
+    attention width A = N*H is D unless the layer's heads were pruned."""
+    D, F, A = cfg.hidden_size, cfg.intermediate(layer), cfg.heads(layer) * cfg.head_dim
+    return 8 * D * A + 4 * D * F + 4 * length * A
+
+
+def encoder_flops(cfg: ModelConfig, length: int) -> int:
+    """Forward matmul FLOPs per token of all L encoder layers, each at its own width."""
+    return sum(layer_flops(cfg, length, i) for i in range(cfg.num_layers))
 
 
 def bert_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int) -> float:
@@ -23,8 +29,8 @@ def bert_train_flops(cfg: ModelConfig, batch: int, length: int, predictions: int
     and mix 2*2*T*D. Per masked position: transform 2*D*D and tied output 2*D*V. Per
     sequence: pooler 2*D*D and NSP 2*D*2. Backward is twice the forward (Kaplan et al. 2020).
     """
-    D, L, V = cfg.hidden_size, cfg.num_layers, cfg.vocab_size
-    per_token = L * layer_flops(cfg, length)
+    D, V = cfg.hidden_size, cfg.vocab_size
+    per_token = encoder_flops(cfg, length)
     per_prediction = 2 * D * D + 2 * D * V
     per_sequence = 2 * D * D + 4 * D
     forward = batch * (length * per_token + predictions * per_prediction + per_sequence)
@@ -56,7 +62,7 @@ def classify_train_flops(cfg: ModelConfig, batch: int, length: int, num_labels: 
     3 for forward + backward (an upper bound under LoRA, where frozen weights get no
     gradient)."""
     D = cfg.hidden_size
-    encoder = length * cfg.num_layers * layer_flops(cfg, length)
+    encoder = length * encoder_flops(cfg, length)
     per_sequence = encoder + 2 * D * D + 2 * D * num_labels
     return 3.0 * batch * per_sequence
 
@@ -64,5 +70,5 @@ def classify_train_flops(cfg: ModelConfig, batch: int, length: int, num_labels: 
 def token_head_train_flops(cfg: ModelConfig, batch: int, length: int, outputs: int) -> float:
     """The encoder's matmul FLOPs plus a linear head of `outputs` per position (K tags, or the
     2 start/end scores of question answering), 2*D*outputs per token, times 3."""
-    per_token = cfg.num_layers * layer_flops(cfg, length) + 2 * cfg.hidden_size * outputs
+    per_token = encoder_flops(cfg, length) + 2 * cfg.hidden_size * outputs
     return 3.0 * batch * length * per_token

@@ -53,10 +53,14 @@ def _hits(logits_BXV: jax.Array, labels_BX: jax.Array, weights_BX: jax.Array) ->
     return jnp.sum(losses.top1_correct(logits_BXV, labels_BX) * weights_BX)
 
 
-def bert_sums(module: BertForPreTraining, batch: dict) -> dict:
+def encoder_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What a fine-tuning head reads: (input_ids_BT, token_type_ids_BT, attention_mask_BT)."""
+    return batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
+
+
+def bert_loss(logits: tuple[jax.Array, jax.Array], batch: dict) -> dict:
     """Masked-LM and next-sentence cross entropy and hits, summed (BERT 3.1)."""
-    mlm_logits_BPV, nsp_logits_B2 = module(batch["input_ids"], batch["token_type_ids"],
-                                           batch["attention_mask"], batch["masked_positions"])
+    mlm_logits_BPV, nsp_logits_B2 = logits
     w_BP = batch["masked_weights"].astype(jnp.float32)
     labels_BP, nsp_B1 = batch["masked_ids"], batch["next_sentence_label"][:, None]
     nsp_logits_B12 = nsp_logits_B2[:, None]
@@ -66,6 +70,15 @@ def bert_sums(module: BertForPreTraining, batch: dict) -> dict:
         "nsp_loss": jnp.sum(losses.cross_entropy(nsp_logits_B12, nsp_B1)),
         "nsp_correct": _hits(nsp_logits_B12, nsp_B1, 1.0).astype(jnp.float32),
     }
+
+
+def bert_inputs(batch: dict) -> tuple[jax.Array, ...]:
+    """What BertForPreTraining reads: the encoder's inputs and the masked positions."""
+    return (*encoder_inputs(batch), batch["masked_positions"])
+
+
+def bert_sums(module: BertForPreTraining, batch: dict) -> dict:
+    return bert_loss(module(*bert_inputs(batch)), batch)
 
 
 def bert_counts(batch: dict) -> dict:
@@ -97,11 +110,6 @@ def encoder_decoder_sums(module: EncoderDecoderTransformer, batch: dict) -> dict
     w_BT = batch["target_weights"].astype(jnp.float32)
     return {"lm_loss": jnp.sum(losses.cross_entropy(logits_BTV, targets_BT) * w_BT),
             "lm_correct": _hits(logits_BTV, targets_BT, w_BT)}
-
-
-def encoder_inputs(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """What a fine-tuning head reads: (input_ids_BT, token_type_ids_BT, attention_mask_BT)."""
-    return batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
 
 
 def classify_loss(logits_BK: jax.Array, batch: dict) -> dict:
@@ -150,9 +158,9 @@ def span_sums(module: BertForQuestionAnswering, batch: dict) -> dict:
     return span_loss(module(*encoder_inputs(batch)), batch)
 
 
-# The loss of each fine-tuning objective from the head's outputs, for tasks that compute the
+# The loss of each model's first objective from its outputs, for tasks that compute the
 # outputs themselves (distillation).
-HEAD_LOSSES = {"cls": classify_loss, "tag": tag_loss, "span": span_loss}
+HEAD_LOSSES = {"mlm": bert_loss, "cls": classify_loss, "tag": tag_loss, "span": span_loss}
 
 
 def example_counts(objective: str) -> typing.Callable[[dict], dict]:

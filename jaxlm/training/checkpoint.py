@@ -90,8 +90,10 @@ class Checkpointer:
     """Saves and restores (state, data iterator, config) for one run directory."""
 
     def __init__(self, run_dir: str | Path, cfg: TrainConfig,
-                 best_metric: str = "eval_mlm_accuracy", finetuning: bool = False):
+                 best_metric: str = "eval_mlm_accuracy", finetuning: bool = False,
+                 best_from: int = 0):
         self.best_metric = best_metric
+        self.best_from = best_from  # earlier steps never count as best (an unfinished pruning)
         self.finetuning = finetuning  # fine-tuning runs save their labels with the config
         self.restart_data = cfg.restart_data
         self.directory = Path(run_dir).absolute() / "checkpoints"
@@ -140,7 +142,8 @@ class Checkpointer:
                                          "data_crc32": _iterator_crc32s(data_iterator)}),
         )
         key = self.best_metric
-        best = {key: metrics[key]} if metrics and key in metrics else None
+        best = ({key: metrics[key]} if metrics and key in metrics and step >= self.best_from
+                else None)
         with _writing(self.directory):
             self.manager.save(step, args=args, metrics=best, force=True)
 
@@ -189,9 +192,10 @@ class Checkpointer:
             check_same_model(saved.get("model", {}), model_cfg, where)
             other_base = changed_settings(saved, base or {})
             if other_base:
-                raise ConfigError(f"{where} was trained on other frozen weights than init_from "
-                                  f"holds now ({other_base[0]}); use the base it was trained "
-                                  f"on or another run_dir. Nothing was changed.")
+                raise ConfigError(f"{where} was trained with other frozen weights (a LoRA "
+                                  f"base, a teacher) than this run has ({other_base[0]}); use "
+                                  f"the ones it was trained with or another run_dir. Nothing "
+                                  f"was changed.")
             changed = changed_settings(saved, data_order or {})
             if changed and not self.restart_data:
                 raise _cannot_continue(where, "; ".join(changed))
@@ -284,7 +288,7 @@ def _iterator_mismatch(error: BaseException) -> str | None:
 
 def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
     """Raises ConfigError naming each model field that differs from the saved run's."""
-    current = dataclasses.asdict(model_cfg)
+    current = json.loads(json.dumps(dataclasses.asdict(model_cfg)))  # tuples saved as lists
     diffs = [f"model.{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in current.items()
              if k not in RESUMABLE_MODEL_CHANGES and k in saved and saved[k] != v]
     if diffs:

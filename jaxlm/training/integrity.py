@@ -26,7 +26,9 @@ class NonFiniteError(RuntimeError):
 
 
 def _bits(x: jax.Array) -> jax.Array:
-    """The bit pattern of each element, as uint32."""
+    """The bit pattern of each element, as uint32 (a bool as 0 or 1)."""
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
     unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
     return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
