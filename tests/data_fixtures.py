@@ -136,6 +136,16 @@ def separable_polarity(path: Path, per_class: int = 100) -> tuple[list[str], lis
     return pos[:per_class], neg[:per_class]
 
 
+def separable_overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`key=value` overrides that fine-tune a tiny model on `root/separable.csv`
+    (`separable_polarity`) into `run_dir`, then `extra`."""
+    return [f"run_dir={run_dir}", f"data.train_file={root / 'separable.csv'}",
+            "data.text_column=sentence", "data.label_column=sentiment",
+            "data.max_seq_length=48", "train.batch_size=16", "train.learning_rate=1e-3",
+            "train.log_every=2", "train.progress_bar=false", "train.tensorboard=false",
+            "train.async_checkpoint=false", *extra]
+
+
 def tiny_classifier_run(root: Path, epochs: int) -> Path:
     """`root/classifier`: a tiny BERT (`root/tiny_bert`) fine-tuned for `epochs` on 2 x 60
     separable polarity sentences (`root/separable.csv`), as `python -m jaxlm.finetune` writes
@@ -145,12 +155,9 @@ def tiny_classifier_run(root: Path, epochs: int) -> Path:
 
     pos, neg = separable_polarity(root / "separable.csv", per_class=60)
     tiny_hf_bert(root, pos + neg, 64)
-    cfg = load(None, [f"init_from={root / 'tiny_bert'}", f"run_dir={root / 'classifier'}",
-                      f"data.train_file={root / 'separable.csv'}", "data.text_column=sentence",
-                      "data.label_column=sentiment", "data.max_seq_length=48",
-                      "train.batch_size=16", "train.learning_rate=1e-3", "train.log_every=2",
-                      "train.progress_bar=false", "train.tensorboard=false",
-                      "train.async_checkpoint=false", f"finetune.epochs={epochs}"],
+    cfg = load(None, separable_overrides(root, root / "classifier",
+                                         f"init_from={root / 'tiny_bert'}",
+                                         f"finetune.epochs={epochs}"),
                cls=FinetuneConfig)
     finetune.run(cfg)
     return root / "classifier"

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from data_fixtures import HAS_MINILM, MINILM_DIR, separable_polarity
+from data_fixtures import HAS_MINILM, MINILM_DIR, separable_overrides, separable_polarity
 from flax import nnx
 
 from jaxlm import classify as classify_cli
@@ -36,12 +36,9 @@ def separable(tmp_path_factory):
 
 
 def _overrides(root, run_dir, *extra):
-    return [f"init_from={root / 'tiny_bert'}", f"run_dir={run_dir}",
-            f"data.train_file={root / 'separable.csv'}", "data.text_column=sentence",
-            "data.label_column=sentiment", "data.max_seq_length=48", "train.batch_size=16",
-            "train.learning_rate=1e-3", "train.log_every=4", "train.progress_bar=false",
-            "train.tensorboard=false", "train.async_checkpoint=false", "finetune.epochs=20",
-            "finetune.patience=20", *extra]
+    return separable_overrides(root, run_dir, f"init_from={root / 'tiny_bert'}",
+                               "train.log_every=4", "finetune.epochs=20",
+                               "finetune.patience=20", *extra)
 
 
 

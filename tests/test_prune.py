@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from data_fixtures import separable_overrides
 from flax import nnx
 
 from jaxlm import classify as classify_cli
@@ -183,12 +184,8 @@ def classifier_root(tiny_classifier):
 
 
 def _overrides(root, run_dir, *extra):
-    return [f"init_from={root / 'classifier'}", f"run_dir={run_dir}",
-            f"data.train_file={root / 'separable.csv'}", "data.text_column=sentence",
-            "data.label_column=sentiment", "data.max_seq_length=48", "train.batch_size=16",
-            "train.learning_rate=1e-3", "train.log_every=2", "train.progress_bar=false",
-            "train.tensorboard=false", "train.async_checkpoint=false", "finetune.epochs=1",
-            *extra]
+    return separable_overrides(root, run_dir, f"init_from={root / 'classifier'}",
+                               "finetune.epochs=1", *extra)
 
 
 def test_pruned_end_to_end_and_exported_to_transformers(classifier_root, tmp_path, capsys):
