@@ -177,8 +177,7 @@ def run(cfg: FinetuneConfig) -> dict:
     task = finetuning_task(cfg.finetune.task, len(data.labels), cfg.finetune.classifier_dropout)
     trainable_filter = LORA_TRAINABLE if lora else nnx.Param
     if teacher is not None:
-        task = distill.distillation_task(task, teacher, cfg.distill.alpha,
-                                         cfg.distill.temperature)
+        task = distill.distillation_task(task, teacher, cfg.distill, model_cfg)
         trainable_filter = distill.student_only(trainable_filter)
     tx = optim.make_optimizer(train_cfg)
     if cfg.prune.sparsity:

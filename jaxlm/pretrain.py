@@ -124,8 +124,7 @@ def run(cfg: Config) -> dict:
         teacher = load_teacher(cfg.distill.teacher, masked_lm=True)
         distill.check_compatible(teacher, distill.MASKED_LM, (),
                                  load_tokenizer(prepared.tokenizer_path))
-        task = distill.distillation_task(task, teacher, cfg.distill.alpha,
-                                         cfg.distill.temperature)
+        task = distill.distillation_task(task, teacher, cfg.distill, cfg.model)
         trainable = distill.student_only(trainable)
     tx = optim.make_optimizer(cfg.train)
     setup = setup_state(cfg.model, cfg.train.seed, tx, mesh, task, trainable)

@@ -15,11 +15,19 @@ from jaxlm import classify as classify_cli
 from jaxlm import fill_mask as fill_mask_cli
 from jaxlm import finetune, pretrain
 from jaxlm.compression import distill
-from jaxlm.config import ConfigError, FinetuneConfig, MeshConfig, load
+from jaxlm.config import (
+    ConfigError,
+    DistillOptions,
+    FinetuneConfig,
+    MeshConfig,
+    ModelConfig,
+    load,
+)
 from jaxlm.data import load_tokenizer
 from jaxlm.data.tokenizer import encode_padded
 from jaxlm.hf import bert as hf
 from jaxlm.inference.load import load_finetuned, load_for_inference, load_teacher
+from jaxlm.models.bert import BertForPreTraining
 from jaxlm.objectives.registry import classify_task
 from jaxlm.training import optim, sharding
 from jaxlm.training.state import load_weights, merge, setup_state
@@ -51,12 +59,14 @@ def test_a_student_cannot_have_more_layers_than_its_teacher(student):
 def test_student_from_teacher_renumbers_the_layers_it_keeps(tiny_config):
     names = ["bert.embeddings.norm.scale", "bert.pooler.dense.kernel", "classifier.kernel",
              *(f"bert.layers.{i}.attention.query.kernel" for i in range(4))]
-    teacher = distill.Teacher(dataclasses.replace(tiny_config, num_layers=4),
-                              "sequence_classification", ("a", "b"),
+    pruned = dataclasses.replace(tiny_config, num_layers=4, layer_heads=(1, 2, 3, 4),
+                                 layer_intermediate=(5, 6, 7, 8))
+    teacher = distill.Teacher(pruned, "sequence_classification", ("a", "b"),
                               {n: np.full(2, i, np.float32) for i, n in enumerate(names)},
                               "tok.json", "teacher")
     config, weights = distill.student_from_teacher(teacher, 2)
     assert config.num_layers == 2 and config.hidden_size == tiny_config.hidden_size
+    assert config.layer_heads == (1, 3) and config.layer_intermediate == (5, 7)
     assert sorted(weights) == sorted(names[:3] + [f"bert.layers.{i}.attention.query.kernel"
                                                   for i in range(2)])
     # Student layer 1 is teacher layer 2 (the fifth name).
@@ -107,6 +117,80 @@ def _digest(directory):
             for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.parametrize(("teacher", "student", "expected"), [
+    (6, 3, [1, 3, 5]), (4, 2, [1, 3]), (2, 2, [0, 1]), (12, 4, [2, 5, 8, 11]), (2, 1, [1])])
+def test_transfer_layers_end_on_the_last(teacher, student, expected):
+    assert distill.transfer_layers(teacher, student) == expected
+
+
+def test_hidden_mse_and_attention_kl_match_numpy():
+    rng = np.random.default_rng(0)
+    B, N, T, E = 2, 3, 5, 4
+    w_BT = np.ones((B, T), np.float32)
+    w_BT[1, 3:] = 0.0  # padding
+    s_BTE, t_BTE = rng.normal(size=(2, B, T, E)).astype(np.float32)
+    np.testing.assert_allclose(distill.hidden_mse(s_BTE, t_BTE, w_BT),
+                               (((s_BTE - t_BTE) ** 2).mean(-1) * w_BT).sum(), rtol=1e-5)
+
+    def probs(logits, keys_BS):
+        z = np.where(keys_BS[:, None, None, :] > 0, logits, -np.inf)
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    s_BNTS, t_BNTS = (probs(rng.normal(size=(B, N, T, T)), w_BT) for _ in range(2))
+    terms = np.where(t_BNTS > 0, t_BNTS * (np.log(np.where(t_BNTS > 0, t_BNTS, 1))
+                                           - np.log(np.where(s_BNTS > 0, s_BNTS, 1))), 0.0)
+    expected = (terms.sum(-1).mean(1) * w_BT).sum()
+    got = distill.attention_kl(s_BNTS.astype(np.float32), t_BNTS.astype(np.float32), w_BT)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    grad = jax.grad(lambda s: distill.attention_kl(s, t_BNTS.astype(np.float32), w_BT))(
+        s_BNTS.astype(np.float32))
+    assert np.isfinite(grad).all()  # masked keys have probability 0 on both sides
+
+
+def test_layer_transfer_checks_its_map(tiny_config):
+    teacher = dataclasses.replace(tiny_config, num_layers=4)
+    student = dataclasses.replace(tiny_config, num_layers=2)
+    assert distill.check_transfer(student, teacher, DistillOptions(hidden_weight=1.0)) == [1, 3]
+    for layer_map in ((0,), (0, 4)):
+        with pytest.raises(ConfigError, match="distill.layer_map"):
+            distill.check_transfer(student, teacher, DistillOptions(hidden_weight=1.0,
+                                                                    layer_map=layer_map))
+    fewer_heads = dataclasses.replace(student, layer_heads=(4, 2))
+    assert distill.check_transfer(fewer_heads, teacher, DistillOptions(hidden_weight=1.0))
+    with pytest.raises(ConfigError, match="student layer 1 has 2 heads"):
+        distill.check_transfer(fewer_heads, teacher, DistillOptions(attention_weight=1.0))
+
+
+def test_layer_transfer_into_a_narrower_student(teacher_run, tmp_path, capsys):
+    """A one-layer student half the teacher's width learns from the last teacher layer's
+    outputs (through a learned 16 -> 32 projection) and attention distributions besides the
+    soft targets; the logged loss is the weighted sum, the projection is trained and saved,
+    and the student alone loads and classifies."""
+    tokenizer = load_tokenizer(teacher_run / "tokenizer.json")
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1,
+                         num_heads=4, intermediate_size=32, max_position_embeddings=64)
+    narrow = hf.save_pretrained(BertForPreTraining(config, rngs=nnx.Rngs(0)), config,
+                                tmp_path / "narrow")
+    hf.save_tokenizer(teacher_run / "tokenizer.json", config, narrow)
+    run_dir = tmp_path / "student"
+    assert finetune.main(separable_overrides(
+        teacher_run, run_dir, f"init_from={narrow}", "finetune.epochs=1",
+        f"distill.teacher={teacher_run / 'classifier'}", "distill.hidden_weight=2.0",
+        "distill.attention_weight=0.5"), command="distill") == 0
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [d for d in lines if "hidden_loss" in d]
+    assert train and not any("hidden_accuracy" in d or "attention_accuracy" in d for d in lines)
+    assert all(np.isclose(d["loss"], 0.5 * d["cls_loss"] + 0.5 * d["kd_loss"]
+                          + 2.0 * d["hidden_loss"] + 0.5 * d["attention_loss"], rtol=1e-5)
+               and d["hidden_loss"] > 0 and d["attention_loss"] > 0 for d in train)
+    module, labels, _, _ = load_finetuned(run_dir)
+    assert module.config.hidden_size == 16 and not hasattr(module, "distill_projection")
+    capsys.readouterr()
+    assert classify_cli.main(["--checkpoint", str(run_dir), "the best film"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in labels
+
+
 def test_a_distilled_student_end_to_end(teacher_run, tmp_path, capsys):
     """`python -m jaxlm.distill` with a one-layer student taken from a two-layer teacher: the
     student alone trained and saved, both losses and the agreement logged, the teacher's run
@@ -148,7 +232,8 @@ def test_the_distillation_loss_reads_the_loaded_teacher(teacher_run):
     teacher = distill.Teacher.from_module(own, "sequence_classification", labels,
                                           tokenizer_path, teacher_run / "classifier")
     student_cfg = dataclasses.replace(teacher.config, num_layers=1)  # freshly initialised
-    task = distill.distillation_task(classify_task(2, 0.1), teacher, alpha=0.3, temperature=1.5)
+    task = distill.distillation_task(classify_task(2, 0.1), teacher,
+                                     DistillOptions(alpha=0.3, temperature=1.5), student_cfg)
     mesh = sharding.make_mesh(MeshConfig(data=-1))
     setup = setup_state(student_cfg, 0, optim.make_optimizer(load(None, [], FinetuneConfig).train),
                         mesh, task, distill.student_only(nnx.Param))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from pathlib import Path
 
 import jax
@@ -29,9 +30,11 @@ import numpy as np
 from flax import nnx
 from tokenizers import Tokenizer
 
-from jaxlm.config import ConfigError, ModelConfig
+from jaxlm.config import ConfigError, DistillOptions, ModelConfig
 from jaxlm.data import load_tokenizer
 from jaxlm.hf.bert import merged_params
+from jaxlm.nn.attention import padding_mask
+from jaxlm.nn.layers import Linear
 from jaxlm.objectives import losses
 from jaxlm.objectives.registry import finetuning_task, pretraining_task
 from jaxlm.objectives.tasks import HEAD_LOSSES, Task, bert_inputs, encoder_inputs
@@ -149,37 +152,148 @@ def distillation_sums(objective: str, student_outputs, teacher_outputs, batch: d
     return {"kd_loss": loss / len(pairs), "kd_correct": agree / len(pairs)}
 
 
-def distillation_task(head: Task, teacher: Teacher, alpha: float, temperature: float) -> Task:
+def transfer_layers(teacher_layers: int, student_layers: int) -> list[int]:
+    """TinyBERT's uniform mapping (Jiao et al. 2020, 3.1): student layer i learns from teacher
+    layer (i + 1) L_t / L_s - 1, so that the last learns from the last."""
+    return [(i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)]
+
+
+def captured(module: nnx.Module, *inputs) -> tuple[typing.Any, list[jax.Array]]:
+    """The module's outputs and the hidden states of its encoder: the embeddings' output
+    and each layer's, [L + 1] x [B, T, D] (every method's output captured by
+    `nnx.capture`; XLA drops the ones nothing reads)."""
+    outputs, states = nnx.capture(module, nnx.Intermediate,
+                                  method_outputs=nnx.Intermediate)(*inputs)
+    bert = nnx.to_pure_dict(states)["bert"]
+    layers = bert["layers"]
+    return outputs, [bert["embeddings"]["__call__"][0],
+                     *(layers[i]["__call__"][0] for i in sorted(layers))]
+
+
+def hidden_mse(student_BTE: jax.Array, teacher_BTE: jax.Array, w_BT: jax.Array) -> jax.Array:
+    """TinyBERT's hidden-state loss (eq. 7): the squared error of each position, averaged
+    over the width, summed with the positions' weights."""
+    error_BT = jnp.mean(jnp.square(student_BTE.astype(jnp.float32)
+                                   - teacher_BTE.astype(jnp.float32)), axis=-1)
+    return jnp.sum(error_BT * w_BT)
+
+
+def attention_kl(student_BNTS: jax.Array, teacher_BNTS: jax.Array, w_BT: jax.Array
+                 ) -> jax.Array:
+    """MiniLM's attention transfer (Wang et al. 2020, eq. 4): KL(teacher || student) of each
+    query's distribution over the keys, averaged over the heads, summed with the queries'
+    weights. Masked keys hold probability 0 on both sides and add nothing."""
+    log_s, log_t = (jnp.log(jnp.maximum(p, 1e-30)) for p in (student_BNTS, teacher_BNTS))
+    kl_BNT = jnp.sum(teacher_BNTS * (log_t - log_s), axis=-1)
+    return jnp.sum(jnp.mean(kl_BNT, axis=1) * w_BT)
+
+
+def transfer_sums(module: nnx.Module, student_BTD: list[jax.Array],
+                  teacher_BTD: list[jax.Array], batch: dict, layer_map: list[int],
+                  terms: typing.Collection[str]) -> dict:
+    """The layer-transfer losses `terms`, summed over the mapped layers, from both models'
+    hidden states (`captured`): "hidden" between each student layer's output (projected to
+    the teacher's width by `module.distill_projection` when it has one) and its teacher
+    layer's, "attention" between their attention distributions (recomputed from the
+    layers' inputs, without dropout)."""
+    w_BT = batch["attention_mask"].astype(jnp.float32)
+    mask = padding_mask(batch["attention_mask"])
+    project = getattr(module, "distill_projection", None) or (lambda x: x)
+    sums = dict.fromkeys((f"{term}_loss" for term in terms), 0.0)
+    for i, j in enumerate(layer_map):
+        if "hidden" in terms:
+            sums["hidden_loss"] += hidden_mse(project(student_BTD[i + 1]), teacher_BTD[j + 1],
+                                              w_BT)
+        if "attention" in terms:
+            student_BNTS = module.bert.layers[i].attention.probabilities(student_BTD[i], mask)
+            teacher_BNTS = module.teacher.bert.layers[j].attention.probabilities(
+                teacher_BTD[j], mask)
+            sums["attention_loss"] += attention_kl(student_BNTS,
+                                                   jax.lax.stop_gradient(teacher_BNTS), w_BT)
+    return sums
+
+
+def check_transfer(student: ModelConfig, teacher: ModelConfig, options: DistillOptions
+                   ) -> list[int]:
+    """The teacher layer of each student layer (`options.layer_map`, or `transfer_layers`).
+
+    Raises:
+      ConfigError: a map of the wrong length or out of range, or attention transfer between
+        layers with different numbers of heads.
+    """
+    layer_map = list(options.layer_map) or transfer_layers(teacher.num_layers,
+                                                           student.num_layers)
+    if len(layer_map) != student.num_layers or not all(
+            0 <= j < teacher.num_layers for j in layer_map):
+        raise ConfigError(f"distill.layer_map={list(options.layer_map)}: needs one teacher "
+                          f"layer (0 to {teacher.num_layers - 1}) for each of the student's "
+                          f"{student.num_layers} layers")
+    if options.attention_weight:
+        for i, j in enumerate(layer_map):
+            if student.heads(i) != teacher.heads(j):
+                raise ConfigError(f"distill.attention_weight: student layer {i} has "
+                                  f"{student.heads(i)} heads, its teacher layer {j} "
+                                  f"{teacher.heads(j)}; attention transfer compares them "
+                                  f"head by head")
+    return layer_map
+
+
+def distillation_task(head: Task, teacher: Teacher, options: DistillOptions,
+                      student: ModelConfig) -> Task:
     """`head`'s task trained on its labels and the teacher's soft targets: objectives
     (head's..., "kd"), the first weighted 1 - alpha, "kd" alpha, the others (BERT's next
-    sentence) 1; "kd_accuracy" is the agreement with the teacher. The teacher runs without
-    dropout: its targets are its predictions."""
+    sentence) 1; "kd_accuracy" is the agreement with the teacher. With layer transfer
+    (`options.hidden_weight`, `attention_weight`) also "hidden" and "attention"
+    (`transfer_sums`), weighted so. The teacher runs without dropout: its targets are its
+    predictions.
+
+    Raises:
+      ConfigError: layer transfer that cannot map the student's layers (`check_transfer`).
+    """
     objective = head.objectives[0]
     teacher_cfg = dataclasses.replace(teacher.config, hidden_dropout=0.0, attention_dropout=0.0)
     teacher_head = (pretraining_task("bert") if teacher.task == MASKED_LM
                     else finetuning_task(teacher.task, len(teacher.labels), 0.0))
     inputs = bert_inputs if objective == "mlm" else encoder_inputs
+    transfer = {name: weight for name, weight in (("hidden", options.hidden_weight),
+                                                  ("attention", options.attention_weight))
+                if weight}
+    layer_map = check_transfer(student, teacher_cfg, options) if transfer else []
 
     def build(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.Module:
         student = head.build(cfg, rngs)
         student.teacher = teacher_head.build(teacher_cfg, rngs)
+        if "hidden" in transfer and cfg.hidden_size != teacher_cfg.hidden_size:
+            # Trained with the student, left out when the student is loaded for use.
+            student.distill_projection = Linear(
+                "BTD,DE->BTE", (cfg.hidden_size, teacher_cfg.hidden_size), ("embed", None),
+                init_std=cfg.initializer_range, dtype=jnp.dtype(cfg.dtype),
+                param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs)
         return student
 
     def sums(module: nnx.Module, batch: dict) -> dict:
-        student_outputs = module(*inputs(batch))
-        teacher_outputs = jax.lax.stop_gradient(module.teacher(*inputs(batch)))
-        return {**HEAD_LOSSES[objective](student_outputs, batch),
-                **distillation_sums(objective, student_outputs, teacher_outputs, batch,
-                                    temperature)}
+        student_outputs, student_BTD = captured(module, *inputs(batch))
+        teacher_outputs, teacher_BTD = jax.lax.stop_gradient(
+            captured(module.teacher, *inputs(batch)))
+        out = {**HEAD_LOSSES[objective](student_outputs, batch),
+               **distillation_sums(objective, student_outputs, teacher_outputs, batch,
+                                   options.temperature)}
+        if transfer:
+            out.update(transfer_sums(module, student_BTD, teacher_BTD, batch, layer_map,
+                                     transfer))
+        return out
 
     def counts(batch: dict) -> dict:
         head_counts = head.counts(batch)
-        return {**head_counts, "kd": head_counts[objective]}
+        tokens = jnp.sum(batch["attention_mask"].astype(jnp.float32))
+        return {**head_counts, "kd": head_counts[objective], **dict.fromkeys(transfer, tokens)}
 
     def flops(cfg: ModelConfig, shapes: dict) -> float:
         # The teacher's forward pass is a third of its training FLOPs (no backward).
         return head.flops(cfg, shapes) + teacher_head.flops(teacher_cfg, shapes) / 3
 
-    weights = (1.0 - alpha, *(1.0 for _ in head.objectives[1:]), alpha)
-    return dataclasses.replace(head, objectives=(*head.objectives, "kd"), build=build,
-                               counts=counts, sums=sums, flops=flops, loss_weights=weights)
+    alpha = options.alpha
+    weights = (1.0 - alpha, *(1.0 for _ in head.objectives[1:]), alpha, *transfer.values())
+    return dataclasses.replace(head, objectives=(*head.objectives, "kd", *transfer),
+                               build=build, counts=counts, sums=sums, flops=flops,
+                               loss_weights=weights, unscored=tuple(transfer))

@@ -250,8 +250,17 @@ class DistillOptions:
     temperature: float = 2.0  # T: both distributions are softmax(logits / T)
     student_layers: int = 0  # fine-tuning without init_from: the student is this many of the
     # teacher's layers, evenly spaced (DistilBERT); 0 = half of them
+    # Layer transfer (TinyBERT, MiniLM), each student layer from one teacher layer:
+    hidden_weight: float = 0.0  # weight of the MSE between their outputs (through a learned
+    # projection when the widths differ)
+    attention_weight: float = 0.0  # weight of the KL between their attention distributions
+    layer_map: tuple[int, ...] = ()  # the teacher layer (from 0) of each student layer;
+    # () = uniform, the last from the last
 
     def __post_init__(self):
+        for key in ("hidden_weight", "attention_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"distill.{key}: must be >= 0, got {getattr(self, key)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"distill.alpha: must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:

@@ -92,22 +92,29 @@ class KVCache(typing.NamedTuple):
         return KVCache(put(self.k_BSNH, new.k_BSNH), put(self.v_BSNH, new.v_BSNH))
 
 
-def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
-                          mask: jax.Array, dropout: Dropout) -> jax.Array:
-    """softmax(q k^T / sqrt(H)) v with masked keys removed (Vaswani et al. eq. 1).
+def attention_probabilities(q_BTNH: jax.Array, k_BSNH: jax.Array,
+                            mask: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(H)) over the keys, masked keys at exactly zero: [B, N, T, S].
 
     Scores and softmax are float32 whatever the compute dtype: they are where low
     precision hurts. Masked scores become the most negative float, so they get exactly
     zero probability, as in BERT's additive mask.
-
-    Returns:
-      out_BTNH in the dtype of `v_BSNH`.
     """
     scores_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH,
                              preferred_element_type=jnp.float32)
     scores_BNTS = scores_BNTS / math.sqrt(q_BTNH.shape[-1])
     scores_BNTS = jnp.where(mask, scores_BNTS, jnp.finfo(jnp.float32).min)
-    probs_BNTS = dropout(jax.nn.softmax(scores_BNTS, axis=-1))
+    return jax.nn.softmax(scores_BNTS, axis=-1)
+
+
+def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
+                          mask: jax.Array, dropout: Dropout) -> jax.Array:
+    """softmax(q k^T / sqrt(H)) v with masked keys removed (Vaswani et al. eq. 1).
+
+    Returns:
+      out_BTNH in the dtype of `v_BSNH`.
+    """
+    probs_BNTS = dropout(attention_probabilities(q_BTNH, k_BSNH, mask))
     return jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS.astype(v_BSNH.dtype), v_BSNH)
 
 
@@ -217,13 +224,23 @@ class MultiHeadAttention(nnx.Module):
             k_BSNH = normalize_heads(k_BSNH)
         return KVCache(k_BSNH, self.value(context_BSD))
 
+    def queries(self, x_BTD: jax.Array) -> jax.Array:
+        """[B, T, D] -> [B, T, N, H]."""
+        q_BTNH = self.query(x_BTD)
+        return normalize_heads(q_BTNH) if self.qk_norm else q_BTNH
+
     def attend(self, x_BTD: jax.Array, mask: Mask, kv: KVCache) -> jax.Array:
         """Queries from `x_BTD` attend over `kv`."""
-        q_BTNH = self.query(x_BTD)
-        if self.qk_norm:
-            q_BTNH = normalize_heads(q_BTNH)
-        out_BTNH = attention(self.impl, q_BTNH, kv.k_BSNH, kv.v_BSNH, mask, self.dropout)
+        out_BTNH = attention(self.impl, self.queries(x_BTD), kv.k_BSNH, kv.v_BSNH, mask,
+                             self.dropout)
         return self.output(out_BTNH)
+
+    def probabilities(self, x_BTD: jax.Array, mask: Mask) -> jax.Array:
+        """[B, N, T, T] float32: how much each query of self-attention over `x_BTD` attends
+        to each key (what `attend` mixes the values with, before dropout); for attention
+        transfer in distillation."""
+        return attention_probabilities(self.queries(x_BTD), self.key_values(x_BTD).k_BSNH,
+                                       mask.dense)
 
     def decode(self, x_BTD: jax.Array, mask: Mask, cache: KVCache,
                index: jax.Array) -> tuple[jax.Array, KVCache]:

@@ -42,6 +42,12 @@ class Task:
     flops: typing.Callable[[ModelConfig, dict], float]  # cfg, {key: batch shape} -> FLOPs
     tokens: typing.Callable[[dict], int]  # {key: batch shape} -> tokens read per step
     loss_weights: tuple[float, ...] = ()  # one per objective; () weighs each 1
+    unscored: tuple[str, ...] = ()  # objectives with a loss but no accuracy (layer transfer)
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        """The objectives that report an accuracy (`<obj>_correct` in the sums)."""
+        return tuple(o for o in self.objectives if o not in self.unscored)
 
     def total_loss(self, mean_losses: dict):
         """The loss trained on: the objectives' mean losses, weighted."""
@@ -184,7 +190,8 @@ def confusion_metrics(confusion_KK) -> dict:
 
 def train_metric_keys(task: Task) -> tuple[str, ...]:
     """The per-step metrics the train step returns and `metrics.jsonl` averages."""
-    per_objective = tuple(f"{o}_{m}" for m in ("loss", "accuracy") for o in task.objectives)
+    per_objective = (*(f"{o}_loss" for o in task.objectives),
+                     *(f"{o}_accuracy" for o in task.scored))
     return ("loss", *per_objective, "learning_rate", "grad_norm")
 
 
@@ -194,7 +201,7 @@ def eval_metrics(task: Task, sums: dict) -> dict:
     means = {o: float(sums[f"{o}_loss"]) / max(float(sums[f"{o}_count"]), 1.0)
              for o in task.objectives}
     out = {"eval_loss": task.total_loss(means), **{f"eval_{o}_loss": means[o] for o in means}}
-    for o in task.objectives:
+    for o in task.scored:
         out[f"eval_{o}_accuracy"] = float(sums[f"{o}_correct"]) / max(
             float(sums[f"{o}_count"]), 1.0)
     out["eval_perplexity"] = float(jnp.exp(out[f"eval_{task.objectives[0]}_loss"]))

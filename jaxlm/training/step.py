@@ -102,7 +102,7 @@ def make_train_step(setup: StateSetup, tx: optax.GradientTransformation,
         metrics = {
             "loss": loss,
             **{f"{o}_loss": sums[f"{o}_loss"] / totals[o] for o in task.objectives},
-            **{f"{o}_accuracy": sums[f"{o}_correct"] / totals[o] for o in task.objectives},
+            **{f"{o}_accuracy": sums[f"{o}_correct"] / totals[o] for o in task.scored},
             "learning_rate": schedule(applied),
             "grad_norm": grad_norm,
             "skipped_steps": new_state.skipped,
