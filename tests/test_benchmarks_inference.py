@@ -11,6 +11,7 @@ from benchmarks import generate, inference
 pytest.importorskip("transformers")
 
 
+@pytest.mark.slow  # about 40 s on 2 cores
 def test_generation_benchmark_decodes_what_transformers_decodes(capsys):
     assert generate.main(["--layers", "1", "--hidden", "32", "--heads", "2", "--vocab", "120",
                           "--prompt-lengths", "5", "--batch-sizes", "1,3", "--new-tokens",

@@ -15,6 +15,11 @@ labels). The teacher rides inside the student's module as a frozen submodule `te
 logits are computed in the same jitted step, sharded by the same logical axes, and never get
 a gradient, while the student's own parameters keep the names of a plain model, so a
 distilled run loads, serves and exports as any other.
+
+Layer transfer adds, for each student layer and the teacher layer mapped to it, the MSE
+between their outputs (TinyBERT; through a learned projection `distill_projection` when the
+widths differ, trained with the student and left out when it is loaded for use) and the KL
+between their attention distributions (MiniLM).
 """
 
 from __future__ import annotations
@@ -171,8 +176,8 @@ def captured(module: nnx.Module, *inputs) -> tuple[typing.Any, list[jax.Array]]:
 
 
 def hidden_mse(student_BTE: jax.Array, teacher_BTE: jax.Array, w_BT: jax.Array) -> jax.Array:
-    """TinyBERT's hidden-state loss (eq. 7): the squared error of each position, averaged
-    over the width, summed with the positions' weights."""
+    """TinyBERT's hidden-state loss (Jiao et al. 2020, 3.1): the squared error of each
+    position, averaged over the width, summed with the positions' weights."""
     error_BT = jnp.mean(jnp.square(student_BTE.astype(jnp.float32)
                                    - teacher_BTE.astype(jnp.float32)), axis=-1)
     return jnp.sum(error_BT * w_BT)
@@ -180,7 +185,7 @@ def hidden_mse(student_BTE: jax.Array, teacher_BTE: jax.Array, w_BT: jax.Array) 
 
 def attention_kl(student_BNTS: jax.Array, teacher_BNTS: jax.Array, w_BT: jax.Array
                  ) -> jax.Array:
-    """MiniLM's attention transfer (Wang et al. 2020, eq. 4): KL(teacher || student) of each
+    """MiniLM's attention transfer (Wang et al. 2020, 3.1): KL(teacher || student) of each
     query's distribution over the keys, averaged over the heads, summed with the queries'
     weights. Masked keys hold probability 0 on both sides and add nothing."""
     log_s, log_t = (jnp.log(jnp.maximum(p, 1e-30)) for p in (student_BNTS, teacher_BNTS))
