@@ -72,3 +72,17 @@ def test_resumed_logger_drops_lines_after_the_checkpoint(tmp_path):
                           progress_bar=False).close()
     steps = [json.loads(s)["step"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20]
+
+
+def test_log_lines_go_to_the_stderr_of_the_moment(capsys, monkeypatch):
+    """jaxlm's handler writes to sys.stderr as it is when a line is logged: a capture or
+    redirection that began after the handler was set up gets the line."""
+    import logging
+
+    jaxlm_log = logging.getLogger("jaxlm")
+    monkeypatch.setattr(jaxlm_log, "handlers", list(jaxlm_log.handlers))
+    monkeypatch.setattr(jaxlm_log, "propagate", jaxlm_log.propagate)
+    metrics.setup_logging()
+    capsys.readouterr()
+    jaxlm_log.error("a line for the current stderr")
+    assert "a line for the current stderr" in capsys.readouterr().err

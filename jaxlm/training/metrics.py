@@ -251,13 +251,29 @@ def eval_history(run_dir: Path, start: int) -> list[dict]:
     return [d for d in read_lines(path) if "eval_loss" in d and d["step"] <= start]
 
 
+class StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever sys.stderr is when a line is written, so that a later
+    redirection (a notebook's, a test's capture) gets the lines, not a closed stream."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def setup_logging() -> None:
     """INFO lines with a time stamp from the "jaxlm" loggers, on stderr."""
     # jaxlm's own handler: absl (imported by orbax) has already claimed the root logger.
     root = logging.getLogger("jaxlm")
     if root.handlers:
         return
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
