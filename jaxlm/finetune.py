@@ -186,18 +186,15 @@ def run(cfg: FinetuneConfig) -> dict:
             cfg.prune.every))
     setup = setup_state(model_cfg, cfg.train.seed, tx, mesh, task, trainable_filter)
     trainable = count_params(setup.model.abstract_params)
-    teacher_weights = teacher.frozen_weights() if teacher is not None else {}
-    total = (trainable + count_params(setup.model.abstract_frozen)
-             - sum(w.size for w in teacher_weights.values()))
+    total = trainable + count_params(setup.model.abstract_frozen)
+    fixed = setup.fixed
+    if teacher is not None:
+        total -= count_params(setup.model.abstract_frozen["teacher"])
+        fixed = distill.place_teacher(setup, teacher)
     log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
 
-    frozen, used = load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen,
-                                {**pretrained.weights, **teacher_weights})
-    unplaced = sorted(set(teacher_weights) - used)
-    if unplaced:
-        raise ValueError(f"{cfg.distill.teacher}: teacher weights with no place in its "
-                         f"{teacher.task} model: {', '.join(unplaced[:5])}")
-    fixed = dataclasses.replace(setup.fixed, frozen=frozen)
+    frozen, used = load_weights(fixed.frozen, setup.fixed_shardings.frozen, pretrained.weights)
+    fixed = dataclasses.replace(fixed, frozen=frozen)
     run_dir = Path(cfg.run_dir)
     metric = f"eval_{cfg.metric}"
     # Held from the first write into run_dir to the end (see pretrain.run).

@@ -39,7 +39,7 @@ from jaxlm.training.integrity import NonFiniteError
 from jaxlm.training.loop import train_loop
 from jaxlm.training.plot import plot_run
 from jaxlm.training.run_dir import RunDirInUse, exclusive
-from jaxlm.training.state import load_weights, setup_state
+from jaxlm.training.state import setup_state
 from jaxlm.training.step import make_eval_step, make_train_step
 
 log = logging.getLogger("jaxlm")
@@ -121,18 +121,17 @@ def run(cfg: Config) -> dict:
 
     task, trainable, teacher = pretraining_task(cfg.model.kind), nnx.Param, None
     if cfg.distill.teacher:
-        teacher = load_teacher(cfg.distill.teacher, masked_lm=True)
+        try:
+            teacher = load_teacher(cfg.distill.teacher, masked_lm=True)
+        except ValueError as e:  # not a pretrained BERT
+            raise ConfigError(f"distill.teacher: {e}") from None
         distill.check_compatible(teacher, distill.MASKED_LM, (),
                                  load_tokenizer(prepared.tokenizer_path))
         task = distill.distillation_task(task, teacher, cfg.distill, cfg.model)
         trainable = distill.student_only(trainable)
     tx = optim.make_optimizer(cfg.train)
     setup = setup_state(cfg.model, cfg.train.seed, tx, mesh, task, trainable)
-    fixed = setup.fixed
-    if teacher is not None:
-        frozen, _ = load_weights(fixed.frozen, setup.fixed_shardings.frozen,
-                                 teacher.frozen_weights())
-        fixed = dataclasses.replace(fixed, frozen=frozen)
+    fixed = setup.fixed if teacher is None else distill.place_teacher(setup, teacher)
     train_step = make_train_step(setup, tx, optim.learning_rate_schedule(cfg.train), mesh,
                                  cfg.train.grad_accum_steps)
     eval_step = make_eval_step(setup, mesh)

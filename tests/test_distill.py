@@ -274,7 +274,7 @@ def test_a_hugging_face_teacher_equals_the_run_it_was_exported_from(teacher_run,
         np.testing.assert_allclose(theirs.weights[name], value, atol=1e-7, err_msg=name)
 
 
-def test_bad_teachers_are_named(teacher_run, tmp_path, caplog):
+def test_bad_teachers_are_named(teacher_run, tmp_path, capsys):
     teacher = teacher_run / "classifier"
 
     def run(*extra):
@@ -306,7 +306,7 @@ def test_bad_teachers_are_named(teacher_run, tmp_path, caplog):
     assert not (tmp_path / "bad").exists()  # nothing written before the inputs were checked
     assert finetune.main([*separable_overrides(teacher_run, tmp_path / "x"), "distill.teacher="],
                          command="distill") == 1
-    assert "distill.teacher is not set" in caplog.text
+    assert "distill.teacher is not set" in capsys.readouterr().err
 
 
 def _tagged(tmp_path):
@@ -356,3 +356,10 @@ def test_masked_lm_distillation_end_to_end(run_overrides, tmp_path):
     assert not (tmp_path / "other_vocab").exists()
     with pytest.raises(ConfigError, match="a pretraining student is `model`"):
         load(None, [f"distill.teacher={tmp_path / 'teacher'}", "distill.student_layers=1"])
+
+
+def test_a_masked_lm_teacher_must_be_a_pretrained_bert(run_overrides, teacher_run, tmp_path):
+    with pytest.raises(ConfigError, match="distill.teacher: .* is a fine-tuned model"):
+        pretrain.run(pretrain.parse_args([*run_overrides, f"run_dir={tmp_path / 'student'}",
+                                          f"distill.teacher={teacher_run / 'classifier'}"]))
+    assert not (tmp_path / "student").exists()

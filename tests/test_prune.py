@@ -231,10 +231,10 @@ def test_pruned_end_to_end_and_exported_to_transformers(classifier_root, tmp_pat
 
 
 def test_pruning_needs_something_to_prune_and_a_fine_tuned_model(classifier_root, tmp_path,
-                                                                caplog):
+                                                                capsys):
     assert finetune.main(_overrides(classifier_root, tmp_path / "a", "prune.heads=0"),
                          command="prune") == 1
-    assert "nothing to prune" in caplog.text
+    assert "nothing to prune" in capsys.readouterr().err
     cfg = load(None, [*_overrides(classifier_root, tmp_path / "b", "prune.heads=0.5"),
                       f"init_from={classifier_root / 'tiny_bert'}"], cls=FinetuneConfig)
     with pytest.raises(ConfigError, match="must be a model fine-tuned"):

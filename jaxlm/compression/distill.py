@@ -44,6 +44,7 @@ from jaxlm.objectives import losses
 from jaxlm.objectives.registry import finetuning_task, pretraining_task
 from jaxlm.objectives.tasks import HEAD_LOSSES, Task, bert_inputs, encoder_inputs
 from jaxlm.training.integrity import weights_fingerprint
+from jaxlm.training.state import Fixed, StateSetup, load_weights
 
 MASKED_LM = "masked_lm"  # the task of a pretrained BERT teacher (its masked-LM head)
 
@@ -121,6 +122,21 @@ def student_from_teacher(teacher: Teacher, num_layers: int
         layer_heads=tuple(config.layer_heads[i] for i in picks) if config.layer_heads else (),
         layer_intermediate=(tuple(config.layer_intermediate[i] for i in picks)
                             if config.layer_intermediate else ())), weights
+
+
+def place_teacher(setup: StateSetup, teacher: Teacher) -> Fixed:
+    """`setup.fixed` with the teacher's weights in the student module's frozen `teacher`.
+
+    Raises:
+      ValueError: a teacher weight with no place in its model.
+    """
+    values = teacher.frozen_weights()
+    frozen, used = load_weights(setup.fixed.frozen, setup.fixed_shardings.frozen, values)
+    unplaced = sorted(set(values) - used)
+    if unplaced:
+        raise ValueError(f"{teacher.source}: teacher weights with no place in its "
+                         f"{teacher.task} model: {', '.join(unplaced[:5])}")
+    return dataclasses.replace(setup.fixed, frozen=frozen)
 
 
 def student_only(trainable):

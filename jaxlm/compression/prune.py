@@ -38,6 +38,7 @@ from jaxlm.compression.quantize import load_arrays
 from jaxlm.config import ModelConfig
 from jaxlm.models.bert import HEAD_AXES, NEURON_AXES
 from jaxlm.objectives.tasks import Task
+from jaxlm.training.state import param_name
 
 ROUND = 0.1  # the fraction of all heads (neurons) removed between two scorings
 
@@ -186,7 +187,7 @@ def prunable(path) -> bool:
     """The weight matrices of the encoder layers (attention projections and MLP); embeddings,
     layer norms, biases, pooler and head are kept whole, as Zhu & Gupta and Sanh et al. 2020
     keep them."""
-    names = [str(getattr(k, "key", k)) for k in path]
+    names = param_name(path).split(".")
     return "layers" in names and names[-1] == "kernel"
 
 
@@ -230,7 +231,7 @@ def sparsity_report(params: dict) -> dict[str, float]:
     for path, w in jax.tree_util.tree_flatten_with_path(params)[0]:
         if prunable(path):
             z = int(np.sum(np.asarray(w) == 0))
-            report[".".join(str(getattr(k, "key", k)) for k in path)] = z / w.size
+            report[param_name(path)] = z / w.size
             zeros, size = zeros + z, size + w.size
     report["encoder"] = zeros / max(size, 1)
     return report

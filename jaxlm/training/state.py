@@ -151,6 +151,11 @@ def merge(model: Model, params: dict, fixed: Fixed) -> nnx.Module:
     return nnx.merge(model.graphdef, params, fixed.frozen, fixed.rngs)
 
 
+def param_name(path) -> str:
+    """A parameter's dotted name ("bert.layers.0.attention.query.kernel") from its pytree path."""
+    return ".".join(str(getattr(k, "key", k)) for k in path)
+
+
 def load_weights(tree: dict, shardings: dict, values: dict[str, np.ndarray]) -> tuple[dict, set]:
     """`tree` with the leaves named in `values` ("bert.layers.0.attention.query.kernel")
     replaced by those arrays, placed with the leaves' shardings.
@@ -164,7 +169,7 @@ def load_weights(tree: dict, shardings: dict, values: dict[str, np.ndarray]) -> 
     used = set()
 
     def replace(path, leaf, leaf_sharding):
-        name = ".".join(str(getattr(k, "key", k)) for k in path)
+        name = param_name(path)
         if name not in values:
             return leaf
         value = values[name]
