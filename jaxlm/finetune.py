@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxlm import storage
 from jaxlm.compression import distill, prune
 from jaxlm.config import ConfigError, FinetuneConfig, load, to_dict
 from jaxlm.data import DataError, batching, load_tokenizer
@@ -195,7 +196,7 @@ def run(cfg: FinetuneConfig) -> dict:
 
     frozen, used = load_weights(fixed.frozen, setup.fixed_shardings.frozen, pretrained.weights)
     fixed = dataclasses.replace(fixed, frozen=frozen)
-    run_dir = Path(cfg.run_dir)
+    run_dir = storage.path(cfg.run_dir)
     metric = f"eval_{cfg.metric}"
     # Held from the first write into run_dir to the end (see pretrain.run).
     with exclusive(run_dir):
@@ -225,7 +226,7 @@ def run(cfg: FinetuneConfig) -> dict:
                                  f"{cfg.finetune.task} model: {', '.join(missing[:5])}")
         start = int(jax.device_get(state.step))
         if jax.process_index() == 0:
-            tokenizer.save(str(run_dir / "tokenizer.json"))
+            storage.write_whole(run_dir / "tokenizer.json", tokenizer.to_str(pretty=True))
         saved_config = {**to_dict(cfg), "train": dataclasses.asdict(train_cfg),
                         "model": dataclasses.asdict(model_cfg), "labels": list(data.labels),
                         "base": pretrained.record(),
@@ -282,7 +283,7 @@ def run(cfg: FinetuneConfig) -> dict:
             results["plot"] = str(plot_run(run_dir))
         results["wall_s"] = time.perf_counter() - started
         if jax.process_index() == 0:
-            (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            storage.write_whole(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
         return results
 
 

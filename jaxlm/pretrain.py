@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import jax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from jaxlm import data
+from jaxlm import data, storage
 from jaxlm.compression import distill
 from jaxlm.config import Config, ConfigError, load, to_dict
 from jaxlm.data import load_tokenizer, preparation
@@ -115,7 +114,7 @@ def run(cfg: Config) -> dict:
     sharding.check_batch_size(cfg.train.batch_size, cfg.train.grad_accum_steps, mesh)
     prepared = prepare_data(cfg)
     cfg = resolve_model(cfg, prepared)
-    run_dir = Path(cfg.run_dir)
+    run_dir = storage.path(cfg.run_dir)
     log.info("mesh %s over %d devices (%s), %d processes", dict(mesh.shape), mesh.size,
              jax.devices()[0].device_kind, jax.process_count())
 
@@ -155,7 +154,7 @@ def run(cfg: Config) -> dict:
                               f"train.steps={cfg.train.steps}; raise train.steps to train "
                               f"further. Nothing was changed.")
         if jax.process_index() == 0:  # what generation and fill-mask decode with
-            shutil.copyfile(prepared.tokenizer_path, run_dir / "tokenizer.json")
+            storage.copy_file(prepared.tokenizer_path, run_dir / "tokenizer.json")
         state = setup.init() if state is None else state
         if start:
             log.info("resuming at step %d of %d from %s", start, cfg.train.steps,
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(parse_args(sys.argv[1:] if argv is None else argv))
     except (ConfigError, data.DataError, NonFiniteError, OSError, RunDirInUse,
-            metrics.MetricsFileError) as e:  # OSError: a full disk, a read-only run_dir, ...
+            metrics.MetricsFileError) as e:  # OSError: a full disk, a missing bucket, ...
         log.error("%s", e)
         return 1
     if jax.process_index() == 0:

@@ -82,3 +82,12 @@ def tiny_classifier(tmp_path_factory):
     from data_fixtures import tiny_classifier_run
 
     return tiny_classifier_run(tmp_path_factory.mktemp("classifier"), epochs=3)
+
+
+@pytest.fixture(scope="session")
+def bucket():
+    """"gs://jaxlm-test" on a Cloud Storage emulator for this test session (`gcs_emulator`)."""
+    from gcs_emulator import emulator
+
+    with emulator() as url:
+        yield url

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxlm import storage
 from jaxlm.compression import quantize
 from jaxlm.compression.distill import MASKED_LM, Teacher
 from jaxlm.config import Config, FinetuneConfig, MeshConfig, ModelConfig, from_dict
@@ -97,18 +98,28 @@ def load_run(path: str | Path, kinds: tuple[str, ...], purpose: str, step: int |
 
 
 def run_tokenizer(path: str | Path, writer: str) -> Path:
-    """The `tokenizer.json` of the run at `path` (a run directory or its checkpoints/).
+    """The `tokenizer.json` of the run at `path` (a run directory or its checkpoints/), a
+    local copy when the run is in a bucket.
 
     Raises:
       FileNotFoundError: naming the file and `writer`, the command that writes it.
     """
-    run_dir = Path(path).absolute()
+    run_dir = located(path)
     if run_dir.name == "checkpoints" and not (run_dir / "checkpoints").is_dir():
         run_dir = run_dir.parent
     tokenizer_path = run_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise FileNotFoundError(f"{tokenizer_path} not found ({writer} writes it)")
-    return tokenizer_path
+    return storage.local_copy(tokenizer_path)
+
+
+def located(path: str | Path):
+    """A local path made absolute; in a bucket, a Hugging Face directory as a local copy
+    (its readers need files) and a run directory where it is (Orbax reads buckets)."""
+    if not storage.is_url(path):
+        return Path(path).expanduser().absolute()
+    remote = storage.path(path)
+    return storage.local_copy(remote) if (remote / "config.json").is_file() else remote
 
 
 def hf_tokenizer(directory: Path) -> Path:
@@ -170,10 +181,10 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
       FileNotFoundError: no checkpoint, or no tokenizer next to it.
       ValueError: a run that is not a BERT.
     """
-    directory = Path(path).expanduser().absolute()
     if not str(path):
         raise FileNotFoundError("init_from is not set: give a jaxlm BERT run directory or a "
                                 "Hugging Face BERT directory")
+    directory = located(path)
     if is_finetuned(directory):
         teacher = load_teacher(directory)
         return Pretrained(teacher.config, teacher.weights, teacher.tokenizer_path, directory,
@@ -269,7 +280,7 @@ def load_finetuned(path: str | Path, mesh=None, task: str | None = None):
 
 def load_masked_lm(path: str | Path):
     """(model, tokenizer) from a jaxlm run directory or a Hugging Face BERT directory."""
-    directory = Path(path)
+    directory = located(path)
     if (directory / "config.json").is_file():  # Hugging Face
         model, _ = from_pretrained(directory)
         model.eval()
@@ -293,7 +304,7 @@ def load_teacher(path: str | Path, masked_lm: bool = False) -> Teacher:
       FileNotFoundError: no checkpoint, model or tokenizer at `path`.
       ValueError: a model that is not fine-tuned (with `masked_lm`: not a pretrained BERT).
     """
-    directory = Path(path).expanduser().absolute()
+    directory = located(path)
     hf = (directory / "config.json").is_file()
     if masked_lm:
         if hf:

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
 import typing
@@ -35,9 +34,11 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
+from jaxlm import storage
 from jaxlm.config import ConfigError, ModelConfig, TrainConfig
 from jaxlm.training import integrity, metrics
 from jaxlm.training.integrity import NonFiniteError
@@ -96,8 +97,8 @@ class Checkpointer:
         self.best_from = best_from  # earlier steps never count as best (an unfinished pruning)
         self.finetuning = finetuning  # fine-tuning runs save their labels with the config
         self.restart_data = cfg.restart_data
-        self.directory = Path(run_dir).absolute() / "checkpoints"
-        self.quarantine = Path(run_dir).absolute() / "corrupt_checkpoints"
+        self.directory = _absolute(run_dir) / "checkpoints"
+        self.quarantine = _absolute(run_dir) / "corrupt_checkpoints"
         preserve = policies.AnyPreservationPolicy([
             policies.LatestN(n=cfg.keep_checkpoints),
             policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=False, n=1,
@@ -231,8 +232,8 @@ class Checkpointer:
         log.warning("checkpoint %s is unreadable (%s); moving it to %s and trying the "
                     "previous one", self.directory / str(step), _summary(error), target)
         if jax.process_index() == 0:
-            self.quarantine.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(self.directory / str(step)), str(target))
+            storage.make_dir(self.quarantine)
+            storage.move_dir(self.directory / str(step), target)
         multihost_utils.sync_global_devices(f"jaxlm_set_aside_{step}")
         self.manager.reload()
 
@@ -246,6 +247,11 @@ class Checkpointer:
             self.wait()
         finally:
             self.manager.close()
+
+
+def _absolute(run_dir: str | Path) -> epath.Path:
+    """A run directory as Orbax wants it: a bucket URL, or an absolute local path."""
+    return storage.path(run_dir if storage.is_url(run_dir) else Path(run_dir).absolute())
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:
@@ -300,7 +306,7 @@ def check_same_model(saved: dict, model_cfg: ModelConfig, where) -> None:
 
 def _saved_integrity(manager, step: int) -> dict:
     """Checkpoint `step`'s integrity item; {} for checkpoints older than it."""
-    if not (Path(manager.directory) / str(step) / "integrity").is_dir():
+    if not (storage.path(manager.directory) / str(step) / "integrity").is_dir():
         return {}
     return manager.restore(step, args=ocp.args.Composite(
         integrity=ocp.args.JsonRestore()))["integrity"]
@@ -341,7 +347,7 @@ def _open_manager(path: str | Path):
     Raises:
       FileNotFoundError: no checkpoint there.
     """
-    directory = Path(path).absolute()
+    directory = _absolute(path)
     if (directory / "checkpoints").is_dir():
         directory = directory / "checkpoints"
     missing = FileNotFoundError(f"{path}: no checkpoint found (expected a run directory "

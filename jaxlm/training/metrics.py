@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxlm import storage
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,10 @@ class MetricsLogger:
       tokens_per_step: sequence positions processed per step (batch x length).
       flops_per_step, peak: for MFU.
       keys: the step metrics averaged into each line (`tasks.train_metric_keys`).
+
+    metrics.jsonl is rewritten whole at each line (`storage.write_whole`), since a bucket has
+    no append; TensorBoard's event files for a run_dir in a bucket are written to a local
+    temporary directory and uploaded at each line.
     """
 
     def __init__(self, run_dir: str | Path, start_step: int, total_steps: int,
@@ -106,21 +112,28 @@ class MetricsLogger:
         self.pending: list[tuple[int, dict]] = []
         self.due: tuple[int, dict] | None = None  # a closed interval, not yet written
         self.last_time, self.last_step = None, start_step
-        self.bar = self.writer = None
+        self.bar = self.writer = self.staging = None
         if not self.active:
             return
-        self.path = Path(run_dir) / "metrics.jsonl"
+        run_dir = storage.path(run_dir)
+        self.path = run_dir / "metrics.jsonl"
         lines = read_lines(self.path) if self.path.exists() else []
         if lines and not start_step:
-            _set_aside_history(Path(run_dir))
-        elif self.path.exists():
-            kept = [line for line in lines if line["step"] <= start_step]
-            _replace(self.path, "".join(json.dumps(line) + "\n" for line in kept))
+            _set_aside_history(run_dir)
+            lines = []
+        self.text = "".join(json.dumps(line) + "\n" for line in lines
+                            if line["step"] <= start_step)
+        if lines:
+            storage.write_whole(self.path, self.text)
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"),
-                                        purge_step=start_step + 1 if start_step else None)
+            self.tensorboard = run_dir / "tensorboard"
+            if storage.is_url(run_dir):
+                self.staging = tempfile.TemporaryDirectory(prefix="jaxlm-tensorboard-")
+            self.writer = SummaryWriter(
+                self.staging.name if self.staging else str(self.tensorboard),
+                purge_step=start_step + 1 if start_step else None)
         if progress_bar:
             from tqdm import tqdm
 
@@ -183,25 +196,31 @@ class MetricsLogger:
     def _write(self, line: dict, group: str) -> None:
         if not self.active:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+        self.text += json.dumps(line) + "\n"
+        storage.write_whole(self.path, self.text)
         if self.writer is not None:
             for k, v in line.items():
                 if k != "step":
                     self.writer.add_scalar(f"{group}/{k.removeprefix('eval_')}", v, line["step"])
+            if self.staging is not None:
+                self.writer.flush()
+                storage.upload_dir(Path(self.staging.name), self.tensorboard)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         if self.writer is not None:
             self.writer.close()
+        if self.staging is not None:
+            storage.upload_dir(Path(self.staging.name), self.tensorboard)
+            self.staging.cleanup()
 
 
 class MetricsFileError(RuntimeError):
     """A metrics.jsonl line that is not JSON, other than a torn last line."""
 
 
-def read_lines(path: Path) -> list[dict]:
+def read_lines(path) -> list[dict]:
     """The lines of a metrics.jsonl. A torn last line (a run killed while writing it) is
     dropped with a warning, since the steps after the last checkpoint are run again.
 
@@ -221,14 +240,7 @@ def read_lines(path: Path) -> list[dict]:
     return lines
 
 
-def _replace(path: Path, text: str) -> None:
-    """Writes `path` whole or not at all (a kill mid-write leaves the old file)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-def _set_aside_history(run_dir: Path) -> None:
+def _set_aside_history(run_dir) -> None:
     """Moves metrics.jsonl and tensorboard/ of an earlier run to names with a time stamp."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = run_dir / f"metrics-{stamp}.jsonl"
@@ -238,14 +250,15 @@ def _set_aside_history(run_dir: Path) -> None:
         target = run_dir / f"metrics-{stamp}-{n}.jsonl"
     (run_dir / "metrics.jsonl").rename(target)
     if (run_dir / "tensorboard").is_dir():
-        (run_dir / "tensorboard").rename(run_dir / target.stem.replace("metrics", "tensorboard"))
+        storage.move_dir(run_dir / "tensorboard",
+                         run_dir / target.stem.replace("metrics", "tensorboard"))
     log.warning("%s holds the metrics of an earlier run but no checkpoint to resume: this run "
                 "starts at step 0, and the earlier metrics are kept in %s", run_dir, target)
 
 
-def eval_history(run_dir: Path, start: int) -> list[dict]:
+def eval_history(run_dir, start: int) -> list[dict]:
     """The eval lines of `run_dir/metrics.jsonl` up to step `start` (a resumed run's past)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = storage.path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
     return [d for d in read_lines(path) if "eval_loss" in d and d["step"] <= start]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from etils import epath
+
+from jaxlm import storage
 from jaxlm.training.metrics import read_lines
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """(train lines, eval lines) of `run_dir/metrics.jsonl`."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = storage.path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; is {run_dir} a run directory?")
     lines = read_lines(path)
@@ -24,7 +28,7 @@ def objectives(train: list[dict]) -> list[str]:
     return [k.removesuffix("_accuracy") for k in keys if k.endswith("_accuracy")]
 
 
-def plot_run(run_dir: str | Path) -> Path:
+def plot_run(run_dir: str | Path) -> epath.Path:
     """Draws train/eval loss (left) and each objective's accuracy (right) against step."""
     import matplotlib
 
@@ -59,7 +63,8 @@ def plot_run(run_dir: str | Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    out = Path(run_dir) / "loss.png"
-    fig.savefig(out, dpi=120)
+    out, png = storage.path(run_dir) / "loss.png", io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    storage.write_whole(out, png.getvalue())
     return out

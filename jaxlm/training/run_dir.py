@@ -5,7 +5,8 @@ run lives. The kernel drops the lock when the process ends, however it ends (kil
 included), so a crashed run never leaves the directory locked. The file records who holds it,
 for the message a second run gets. Only process 0 of a multi-host job locks: the others write
 nothing that a second run could overwrite. `flock` needs a local or NFS filesystem: on a
-bucket mounted with gcsfuse it does not exclude other hosts (docs/tpu_vm.md).
+bucket mounted with gcsfuse it does not exclude other hosts, and a run_dir in a bucket
+(gs://) has no lock at all: there, one run per directory is the user's to keep (docs/tpu_vm.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import jax
 
+from jaxlm import storage
+
 LOCK_FILE = ".lock"
 
 
@@ -33,8 +36,13 @@ def exclusive(run_dir: str | Path) -> Iterator[None]:
 
     Raises:
       RunDirInUse: another process holds the lock; nothing in `run_dir` was changed.
+      StorageError: `run_dir` is in a bucket that does not exist or cannot be reached.
     """
     if jax.process_index() != 0:
+        yield
+        return
+    if storage.is_url(run_dir):
+        storage.make_dir(run_dir)
         yield
         return
     run_dir = Path(run_dir)
