@@ -1,9 +1,14 @@
-"""`python -m jaxlm.prepare --config CONFIG [key.sub=value ...]`: build the tokenizer and the
-instances a pretraining config trains on, and print where they went.
+"""`python -m jaxlm.prepare --config CONFIG [key.sub=value ...] [--runner RUNNER ...]`: build the
+tokenizer and the instances a pretraining config trains on, and print where they went.
 
 The model kind picks the recipe (`jaxlm.objectives.registry`): BERT sentence pairs with
 masks, next-token windows for `model.kind=gpt`, span corruption for `encoder_decoder`.
 `train.py` with the same config then finds the data ready.
+
+With `--runner` (e.g. DirectRunner, DataflowRunner) BERT data is built by an Apache Beam
+pipeline into ArrayRecord shards (`jaxlm.data.beam_pipeline`, `pip install 'jaxlm[beam]'`),
+the same instances as without it; the other options go to Beam in `--name=value` form, e.g.
+`--direct_num_workers=2 --direct_running_mode=multi_processing`.
 """
 
 from __future__ import annotations
@@ -23,18 +28,35 @@ def main(argv: Sequence[str] | None = None) -> Prepared:
     parser = argparse.ArgumentParser(prog="python -m jaxlm.prepare", description=(
         "Build the tokenizer and the pretraining instances of a config."))
     parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser.add_argument("--runner", help="Apache Beam runner (DirectRunner, DataflowRunner, "
+                        "...); default: processes on this machine, without Beam")
     parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. data.dupe_factor=5")
-    args = parser.parse_args(argv)
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.runner:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam options need "
+                     f"--runner)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
         cfg = load(args.config, args.overrides)
         recipe = pretraining_task(cfg.model.kind).recipe
-        prepared = prepare(cfg.data, seed=cfg.train.seed, recipe=recipe)
-    except (ConfigError, DataError) as e:
+        if args.runner:
+            try:
+                from jaxlm.data.beam_pipeline import prepare_on_beam
+            except ImportError as e:
+                raise SystemExit(f"error: --runner needs Apache Beam ({e}); install it with "
+                                 f"pip install 'jaxlm[beam]'") from None
+            prepared = prepare_on_beam(cfg.data, seed=cfg.train.seed, recipe=recipe,
+                                       pipeline_args=["--runner", args.runner, *beam_args])
+        else:
+            prepared = prepare(cfg.data, seed=cfg.train.seed, recipe=recipe)
+    except (ConfigError, DataError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     manifest = json.loads((prepared.directory / "manifest.json").read_text())
     print(json.dumps({"directory": str(prepared.directory), "recipe": prepared.recipe,
-                      "vocab_size": prepared.vocab_size, "splits": manifest["splits"],
+                      "vocab_size": prepared.vocab_size, "splits": {
+                          split: {k: v for k, v in counts.items() if k not in ("shards",
+                                                                                 "features")}
+                          for split, counts in manifest["splits"].items()},
                       "timing": manifest["timing"]}, indent=2))
     return prepared
 

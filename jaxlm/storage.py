@@ -79,6 +79,26 @@ def make_dir(location: str | os.PathLike) -> epath.Path:
     return directory
 
 
+def fingerprint(location: str | os.PathLike) -> list:
+    """[absolute name, size, modification time]: what tells a changed input file."""
+    if not is_url(location):
+        stat = Path(location).stat()
+        return [str(Path(location).resolve()), stat.st_size, stat.st_mtime_ns]
+    stat = path(location).stat()
+    return [os.fspath(location), stat.length, stat.mtime]
+
+
+def glob(pattern: str) -> list[epath.Path]:
+    """The files a URL glob matches (`**` included), sorted."""
+    import fsspec
+
+    path(pattern)  # names a missing client
+    fs, _ = fsspec.core.url_to_fs(pattern)
+    scheme = pattern.split("://")[0]
+    return [epath.Path(f"{scheme}://{name}") for name in sorted(fs.glob(pattern))
+            if fs.isfile(name)]
+
+
 def write_whole(target: epath.Path, data: str | bytes) -> None:
     """Writes `target` whole or not at all: a local file through a partial file renamed over
     it (a kill mid-write leaves the old one); an object by one upload, which replaces it
@@ -139,3 +159,10 @@ def upload_dir(local: Path, target: epath.Path) -> None:
         copy = target / file.name
         if file.is_file() and (not copy.exists() or copy.stat().length != file.stat().st_size):
             write_whole(copy, file.read_bytes())
+
+
+def upload_tree(local: Path, target: epath.Path) -> None:
+    """Copies the local directory `local`, subdirectories included, under `target`."""
+    for file in sorted(local.rglob("*")):
+        if file.is_file():
+            write_whole(target / file.relative_to(local).as_posix(), file.read_bytes())

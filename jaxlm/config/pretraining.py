@@ -191,6 +191,7 @@ class DataConfig:
     output_dir: str = ""  # where prepared data goes; "" = <cache_dir>/prepared
     tokenizer: str = ""  # an existing tokenizer.json or vocab.txt; "" = train a WordPiece one
     vocab_size: int = 8192  # size of a trained WordPiece vocabulary (specials included)
+    tokenizer_sample_lines: int = 0  # train the tokenizer on this many lines; 0 = every line
     lowercase: bool = True  # lowercase and strip accents (uncased BERT)
     max_seq_length: int = 128  # T, tokens per instance including [CLS] and two [SEP]
     max_predictions_per_seq: int = 20  # P, masked positions per instance (80 for T=512)
@@ -230,6 +231,9 @@ class DataConfig:
         for key in ("short_seq_prob", "eval_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"data.{key}: must be in [0, 1), got {getattr(self, key)}")
+        if self.tokenizer_sample_lines < 0:
+            raise ConfigError(f"data.tokenizer_sample_lines: must be >= 0, got "
+                              f"{self.tokenizer_sample_lines}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers: must be >= 0, got {self.num_workers}")
         if self.encoding_errors not in ENCODING_ERRORS:

