@@ -40,12 +40,14 @@ def main(argv: Sequence[str] | None = None) -> Prepared:
         cfg = load(args.config, args.overrides)
         recipe = pretraining_task(cfg.model.kind).recipe
         if args.runner:
-            try:
-                from jaxlm.data.beam_pipeline import prepare_on_beam
-            except ImportError as e:
-                raise SystemExit(f"error: --runner needs Apache Beam ({e}); install it with "
-                                 f"pip install 'jaxlm[beam]'") from None
-            prepared = prepare_on_beam(cfg.data, seed=cfg.train.seed, recipe=recipe,
+            try:  # Beam, the optional `beam` extra, is imported only for a pipeline
+                from jaxlm.data import beam_pipeline
+            except ModuleNotFoundError as e:
+                if e.name.split(".")[0] != "apache_beam":
+                    raise
+                raise SystemExit("error: --runner needs Apache Beam; install it with "
+                                 "pip install 'jaxlm[beam]'") from None
+            prepared = beam_pipeline.prepare_on_beam(cfg.data, seed=cfg.train.seed, recipe=recipe,
                                        pipeline_args=["--runner", args.runner, *beam_args])
         else:
             prepared = prepare(cfg.data, seed=cfg.train.seed, recipe=recipe)

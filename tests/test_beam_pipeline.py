@@ -82,6 +82,24 @@ def test_prepared_data_in_a_bucket_from_a_corpus_in_the_bucket(bucket, tmp_path)
     assert prepare(cfg, seed=0) == beam
 
 
+def test_each_process_reads_only_its_own_records(tmp_path, monkeypatch):
+    beam = prepare_on_beam(tiny_data_config(tmp_path), seed=0, recipe="bert",
+                           pipeline_args=ONE_PROCESS)
+    read: list[int] = []
+    get = records.RecordSource.__getitem__
+    monkeypatch.setattr(records.RecordSource, "__getitem__",
+                        lambda self, index: read.append(index) or get(self, index))
+    seen = []
+    for index in (0, 1):
+        read.clear()
+        for batch in make_loader(beam, "train", 8, seed=2, shuffle=True, num_epochs=1,
+                                 process_index=index, process_count=2):
+            assert len(batch["input_ids"]) == 4
+        seen.append(set(read))
+    assert seen[0] and not seen[0] & seen[1]
+    assert len(seen[0]) == len(seen[1]) == beam.num_train // 8 * 4
+
+
 def test_record_layout_round_trip():
     arrays = {"input_ids": np.arange(12, dtype=np.uint16).reshape(3, 4),
               "masked_weights": np.linspace(0, 1, 6, dtype=np.float32).reshape(3, 2),

@@ -7,6 +7,7 @@ import pytest
 from data_fixtures import TRAINED_IDS, check_whole_words, read_split, tiny_data_config
 
 from jaxlm.data import KEYS, DataError, Prepared, loader_throughput, make_loader, prepare
+from jaxlm.data.loader import reshard_state
 
 T, P = 8, 2
 
@@ -119,6 +120,25 @@ def test_resume_gives_the_uninterrupted_batches(tmp_path, count):
         resumed = iter(loader(prepared, 8, seed=4, num_epochs=None, index=index, count=count))
         resumed.set_state(state)
         assert_same([next(resumed) for _ in range(7)], expected)
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_a_position_saved_by_two_processes_continues_on_another_number(tmp_path, count):
+    prepared = synthetic(tmp_path, 48)
+    before = [iter(loader(prepared, 8, seed=4, num_epochs=None, index=i, count=2)) for i in (0, 1)]
+    for iterator in before:
+        for _ in range(3):
+            next(iterator)
+    saved = before[1].get_state()
+    expected = [instance_ids([next(it) for it in before]) for _ in range(8)]  # into epoch 2
+    after = [iter(loader(prepared, 8, seed=4, num_epochs=None, index=i, count=count))
+             for i in range(count)]
+    for index, iterator in enumerate(after):
+        iterator.set_state(reshard_state(saved, 1, 2, iterator.get_state(), index, count))
+    assert [instance_ids([next(it) for it in after]) for _ in range(8)] == expected
+    other = iter(loader(prepared, 8, seed=5, num_epochs=None))
+    with pytest.raises(DataError, match="seed=4.* is not this run's .*seed=5"):
+        reshard_state(saved, 1, 2, other.get_state(), 0, 1)
 
 
 def test_restore_refuses_another_loader(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jaxlm import prepare as prepare_cli
 from jaxlm import pretrain
 from jaxlm.config import ConfigError, load
 from jaxlm.training.loop import NonFiniteError
@@ -198,29 +199,39 @@ def _two_hosts(run_dir, overrides, *extra):
     ]
 
 
-@pytest.mark.slow  # about 3 minutes on 2 cores: three runs, two of them with two processes
-def test_two_processes_train_checkpoint_and_resume_together(run_overrides, tmp_path):
-    """Each process reads its half of every batch; together they match one 8-device
-    process, and after a preemption (SIGTERM to both) they resume from the same step."""
-    args = ["train.steps=120", "train.checkpoint_every=1000"]
-    _run(run_overrides, tmp_path / "single", *args)
-
-    hosts = _two_hosts(tmp_path / "multi", run_overrides, *args)
-    _wait_for_step(tmp_path / "multi", 4, hosts[0])
+def _stop_after(run_dir, step, hosts) -> int:
+    """SIGTERM to every process once `step` is logged; the step they saved and stopped at."""
+    _wait_for_step(run_dir, step, hosts[0])
     for proc in hosts:
         proc.send_signal(signal.SIGTERM)
     for proc in hosts:
         out = proc.communicate(timeout=120)[0]
         assert proc.returncode == 0, out
-    stopped = [int(p.name) for p in (tmp_path / "multi" / "checkpoints").iterdir()
-               if p.name.isdigit()]
-    assert len(stopped) == 1 and stopped[0] < 120
+    return max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
 
-    hosts = _two_hosts(tmp_path / "multi", run_overrides, *args)
+
+@pytest.mark.slow  # about 4 minutes on 2 cores: four runs, two of them with two processes
+def test_two_processes_on_bucket_shards_resume_together_and_on_one(run_overrides, bucket,
+                                                                    tmp_path):
+    """Two processes read their halves of every batch from ArrayRecord shards in a bucket
+    (the Beam preparation); preempted (SIGTERM to both), the run continues on one process,
+    preempted again, then on two: every loss equals one 8-device process's on the local
+    path's data."""
+    args = ["train.steps=120", "train.checkpoint_every=1000"]
+    _run(run_overrides, tmp_path / "single", *args)
+    in_bucket = [*run_overrides, f"data.output_dir={bucket}/prepared"]
+    prepare_cli.main([*in_bucket, "--runner", "DirectRunner"])
+
+    run_dir = tmp_path / "multi"
+    first = _stop_after(run_dir, 4, _two_hosts(run_dir, in_bucket, *args))
+    second = _stop_after(run_dir, first + 4, [_train_py(run_dir, in_bucket, *args)])
+    assert first < second < 120
+    hosts = _two_hosts(run_dir, in_bucket, *args)
     outs = [proc.communicate(timeout=300)[0] for proc in hosts]
     assert all(proc.returncode == 0 for proc in hosts), outs
-    assert f"resuming at step {stopped[0]}" in outs[0]
-    single, multi = _train_losses(tmp_path / "single"), _train_losses(tmp_path / "multi")
+    assert f"resuming at step {second}" in outs[0]
+    assert "was saved by 1 processes; 2 continue its data order" in outs[0]
+    single, multi = _train_losses(tmp_path / "single"), _train_losses(run_dir)
     assert sorted(multi) == sorted(single) == list(range(1, 121))
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), atol=1e-5)
 

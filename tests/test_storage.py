@@ -12,6 +12,7 @@ from test_faults import ARGS, STEPS, TIMING, _lines
 from test_pretrain import _run, _train_py
 
 from jaxlm import export, fill_mask, finetune, storage
+from jaxlm import prepare as prepare_cli
 from jaxlm.config import FinetuneConfig, load
 
 # test_faults' run, without the query-key norm that Hugging Face's BERT lacks (to export it).
@@ -54,10 +55,13 @@ def _bucket_lines(run_dir) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def bucket_run(bucket, run_overrides, tmp_path_factory):
-    """train.py with its run_dir in the bucket, killed (-9) after step 5 and run again to the
-    end; and the same run, uninterrupted, in a local directory."""
+    """train.py with its run_dir and its data (ArrayRecord shards from the Beam pipeline) in
+    the bucket, killed (-9) after step 5 and run again to the end; and the same run,
+    uninterrupted, in a local directory on the local path's data."""
     run_dir = f"{bucket}/runs/killed"
-    proc = _train_py(run_dir, run_overrides, *RUN)
+    in_bucket = [*run_overrides, f"data.output_dir={bucket}/prepared"]
+    prepare_cli.main([*in_bucket, "--runner", "DirectRunner"])
+    proc = _train_py(run_dir, in_bucket, *RUN)
     deadline = time.time() + 180
     while proc.poll() is None and time.time() < deadline:
         metrics = storage.path(run_dir) / "metrics.jsonl"
@@ -66,7 +70,7 @@ def bucket_run(bucket, run_overrides, tmp_path_factory):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     killed_output = proc.communicate()[0]
-    final = _train_py(run_dir, run_overrides, *RUN)
+    final = _train_py(run_dir, in_bucket, *RUN)
     output = final.communicate(timeout=300)[0]
     assert final.returncode == 0, killed_output + output
     local = tmp_path_factory.mktemp("local")
@@ -78,6 +82,7 @@ def bucket_run(bucket, run_overrides, tmp_path_factory):
 def test_a_killed_run_in_a_bucket_resumes_bit_for_bit(bucket_run):
     run_dir, local, output = bucket_run
     assert "resuming at step" in output
+    assert "using prepared data in gs://jaxlm-test/prepared/corpus-" in output
     assert _bucket_lines(run_dir) == _lines(local)
     files = {p.name for p in storage.path(run_dir).iterdir()}
     assert {"metrics.jsonl", "tokenizer.json", "loss.png", "checkpoints"} <= files

@@ -26,6 +26,8 @@ mask every epoch and the same mask on every rerun or resume. Eval is always stat
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
 
@@ -246,6 +248,33 @@ def batch_loader(source, batch_size: int, *, seed: int, shuffle: bool, num_epoch
         worker_count=worker_count,
         read_options=grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=256),
     )
+
+
+def reshard_state(saved: bytes, saved_index: int, saved_count: int, fresh: bytes,
+                  index: int, count: int) -> bytes:
+    """The position saved by process `saved_index` of `saved_count`, as the state of process
+    `index` of `count` whose fresh loader state is `fresh`.
+
+    All processes read the same number of global batches, so one process's position gives
+    the global one: loading in the main process, process p of n has last read sampler index
+    `r * n - n + p` after r records of its own (see the module doc).
+
+    Raises:
+      DataError: the two loaders differ in more than their process count (another seed,
+        batch size or data), or load in worker processes.
+    """
+    old, new = json.loads(saved), json.loads(fresh)
+    unsharded = [re.sub(r", process_count=\d+\)$", ")", state["sampler"]) for state in (old, new)]
+    if unsharded[0] != unsharded[1] or old["data_source"] != new["data_source"]:
+        raise DataError(f"the saved data order ({unsharded[0]}, {old['data_source']}) is not "
+                        f"this run's ({unsharded[1]}, {new['data_source']})")
+    if old["worker_count"] or new["worker_count"]:
+        raise DataError("resuming on another number of processes needs the data loaded in "
+                        "the main process (worker_count=0)")
+    records = (old["last_seen_indices"]["0"] - saved_index) // saved_count + 1
+    if records:
+        new["last_seen_indices"]["0"] = records * saved_count - count + index
+    return json.dumps(new, indent=4).encode()
 
 
 def loader_throughput(prepared: Prepared, batch_size: int = 32, num_batches: int = 200, *,

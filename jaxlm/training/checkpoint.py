@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import sys
 import time
 import typing
@@ -40,6 +41,8 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxlm import storage
 from jaxlm.config import ConfigError, ModelConfig, TrainConfig
+from jaxlm.data import DataError
+from jaxlm.data.loader import reshard_state
 from jaxlm.training import integrity, metrics
 from jaxlm.training.integrity import NonFiniteError
 from jaxlm.training.state import TrainState
@@ -206,9 +209,7 @@ class Checkpointer:
                 saved_integrity = _saved_integrity(self.manager, step)
                 verify(saved_integrity, state)
                 if not changed:
-                    self.manager.restore(step, args=ocp.args.Composite(
-                        data=grain.checkpoint.CheckpointRestore(data_iterator)))
-                    _verify_iterator(saved_integrity, data_iterator)
+                    self._restore_iterator(step, data_iterator, saved_integrity)
             except Exception as e:  # noqa: BLE001 - unreadable unless Grain says it mismatches
                 reason = _iterator_mismatch(e)
                 if reason is None:
@@ -225,6 +226,28 @@ class Checkpointer:
             log.info("resumed from %s", where)
             return state
         return None
+
+    def _restore_iterator(self, step: int, data_iterator, saved_integrity: dict) -> None:
+        """Sets `data_iterator` to checkpoint `step`'s position: Grain's restore when as many
+        processes saved it as run now, else one process's position resharded
+        (`loader.reshard_state`), e.g. a run moved to a slice of another size."""
+        saved_dir = storage.path(self.directory) / str(step) / "data"
+        names = [p.name for p in saved_dir.iterdir()] if saved_dir.is_dir() else []
+        found = [re.fullmatch(r"process_\d+-of-(\d+)\.json", name) for name in names]
+        count = next((int(m.group(1)) for m in found if m), jax.process_count())
+        if count == jax.process_count():
+            self.manager.restore(step, args=ocp.args.Composite(
+                data=grain.checkpoint.CheckpointRestore(data_iterator)))
+            _verify_iterator(saved_integrity, data_iterator)
+            return
+        saved = (saved_dir / f"process_0-of-{count}.json").read_bytes()
+        crcs = saved_integrity.get("data_crc32")
+        if crcs is not None and crcs[0] != zlib.crc32(saved):
+            raise CorruptCheckpoint("the data-iterator position does not match its CRC-32")
+        data_iterator.set_state(reshard_state(saved, 0, count, data_iterator.get_state(),
+                                              jax.process_index(), jax.process_count()))
+        log.info("%s was saved by %d processes; %d continue its data order",
+                 self.directory / str(step), count, jax.process_count())
 
     def _set_aside(self, step: int, error: Exception) -> None:
         """Moves an unreadable checkpoint out of the way, keeping its files."""
@@ -286,6 +309,8 @@ def _iterator_mismatch(error: BaseException) -> str | None:
     """Grain's first line when it refused a saved iterator that another loader defines
     (its sampler, worker count or data source differ), else None."""
     while error is not None:
+        if isinstance(error, DataError):  # from `reshard_state`
+            return str(error)
         if isinstance(error, ValueError) and "in checkpoint does not match" in str(error):
             return str(error).splitlines()[0]
         error = error.__cause__ or error.__context__
