@@ -5,7 +5,7 @@ The model kind picks the recipe (`jaxlm.objectives.registry`): BERT sentence pai
 masks, next-token windows for `model.kind=gpt`, span corruption for `encoder_decoder`.
 `train.py` with the same config then finds the data ready.
 
-With `--runner` (e.g. DirectRunner, DataflowRunner) BERT data is built by an Apache Beam
+With `--runner` (e.g. DirectRunner, DataflowRunner) the data is built by an Apache Beam
 pipeline into ArrayRecord shards (`jaxlm.data.beam_pipeline`, `pip install 'jaxlm[beam]'`),
 the same instances as without it; the other options go to Beam in `--name=value` form, e.g.
 `--direct_num_workers=2 --direct_running_mode=multi_processing`.

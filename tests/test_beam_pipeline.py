@@ -10,7 +10,7 @@ from data_fixtures import TINY_CORPUS, read_split, tiny_data_config
 
 from jaxlm import prepare as prepare_cli
 from jaxlm.config import ConfigError, DataConfig
-from jaxlm.data import make_loader, prepare, records
+from jaxlm.data import builders, make_loader, prepare, records
 from jaxlm.data.beam_pipeline import prepare_on_beam
 from jaxlm.data.loader import instance_source
 
@@ -100,6 +100,24 @@ def test_each_process_reads_only_its_own_records(tmp_path, monkeypatch):
     assert len(seen[0]) == len(seen[1]) == beam.num_train // 8 * 4
 
 
+@pytest.mark.parametrize("recipe", ["causal_lm", "span_corruption"])
+def test_beam_builds_the_local_windows_byte_for_byte(tmp_path, monkeypatch, recipe):
+    """Work items of 40 tokens: windows cut across work items and documents."""
+    monkeypatch.setattr(builders, "_SHARD_TOKENS", 40)
+    cfg = tiny_data_config(tmp_path / "local", max_seq_length=8, dupe_factor=1)
+    local = prepare(cfg, seed=1, recipe=recipe)
+    beam = prepare_on_beam(dataclasses.replace(cfg, output_dir=str(tmp_path / "beam")), seed=1,
+                           recipe=recipe, pipeline_args=ONE_PROCESS)
+    assert len(beam.shards["train"]) > 3
+    assert beam.vocab_size == local.vocab_size
+    for split in ("train", "eval"):
+        keys = beam.layouts[split]
+        expected = {k: np.load(local.directory / split / f"{k}.npy") for k in keys}
+        got = _rows(beam, split)
+        for key in keys:
+            assert got[key].tobytes() == expected[key].tobytes(), (split, key)
+
+
 def test_record_layout_round_trip():
     arrays = {"input_ids": np.arange(12, dtype=np.uint16).reshape(3, 4),
               "masked_weights": np.linspace(0, 1, 6, dtype=np.float32).reshape(3, 2),
@@ -122,8 +140,10 @@ def test_the_command_line_refuses_what_beam_does_not_build(tmp_path, capsys):
     with pytest.raises(SystemExit):
         prepare_cli.main(["--direct_num_workers=2", f"data.output_dir={tmp_path}"])
     assert "Beam options need --runner" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="the Beam pipeline builds BERT instances"):
-        prepare_cli.main(["--config", "configs/gpt_tiny.yaml", f"data.output_dir={tmp_path}",
-                          "--runner", "DirectRunner"])
+    with pytest.raises(SystemExit, match="data.format=pairs: the Beam pipeline builds"):
+        pairs = tmp_path / "pairs.tsv"
+        pairs.write_text("a b\tb a\n")
+        prepare_cli.main(["--config", "configs/reverse_tiny.yaml", f"data.train_files=[{pairs}]",
+                          f"data.output_dir={tmp_path}", "--runner", "DirectRunner"])
     with pytest.raises(ConfigError, match="tokenizer_sample_lines"):
         DataConfig(tokenizer_sample_lines=-1)

@@ -38,8 +38,8 @@ def test_split_windows_are_exactly_the_split_documents(tmp_path):
     for name, array in zip(("tokens", "sentence_offsets", "doc_offsets"), _documents(),
                            strict=True):
         np.save(corpus / f"{name}.npy", array)
-    counts = builders.write_windows(tmp_path, {"train": [0, 2], "eval": [1]}, TRAINED_IDS, 3,
-                                     np.uint16, lambda split, windows: windows)
+    job = builders.WindowJob("causal_lm", 0, 3, 20, TRAINED_IDS)
+    counts = builders.write_windows(tmp_path, {"train": [0, 2], "eval": [1]}, job, np.uint16)
     train = {k: np.load(tmp_path / "train" / f"{k}.npy") for k in packing.KEYS}
     np.testing.assert_array_equal(train["input_ids"], [[1, 2, 3], [3, 7, 8]])
     np.testing.assert_array_equal(train["target_ids"], [[2, 3, 3], [7, 8, 9]])

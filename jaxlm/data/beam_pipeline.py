@@ -1,4 +1,4 @@
-"""BERT preparation as an Apache Beam pipeline: the instances of `prepare`, on any runner.
+"""Preparation as an Apache Beam pipeline: the instances of `prepare`, on any runner.
 
     python -m jaxlm.prepare --config configs/bert_base.yaml \
         data.train_files='gs://BUCKET/text/*.txt' data.output_dir=gs://BUCKET/prepared \
@@ -13,15 +13,18 @@ Stages (`pip install 'jaxlm[beam]'`):
    `data.tokenizer_sample_lines` lines, the ones with the smallest hashes).
 2. One work item per input file: its documents tokenized into `corpus/<file>.array_record`,
    one record per document (`records.encode_document`).
-3. One work item per (split, pass, run of documents), the local path's items
-   (`builders.work_items`): BERT instances, each document drawing from its own generator
-   keyed by (seed, pass, corpus index), written to `<split>/<pass>-<run>.array_record`;
-   random next sentences are read from the corpus shards (`records.RecordDocuments`).
+3. One work item per (split, pass, run), the local path's items (`Job.work_items`,
+   `WindowJob.work_items`), written to `<split>/<pass>-<run>.array_record`, reading
+   documents from the corpus shards (`records.RecordDocuments`):
+   - BERT: a run of documents, each drawing from its own generator keyed by (seed, pass,
+     corpus index); random next sentences come from any document of the split;
+   - causal LM and span corruption: a run of windows of the split's token stream, cut from
+     the documents that overlap it; span corruption draws from a generator per window.
 4. On the launching machine: manifest.json, listing each split's shards in (pass, run)
    order, written last (a directory without it is an unfinished build, redone).
 
-Instances are ordered by their shard's name, then by document and by instance within the
-shard: pass-major, documents in corpus order, as `prepare` orders them. So the instances are
+Instances are ordered by their shard's name, then within the shard: pass-major, documents
+(or windows) in corpus order, as `prepare` orders them. So the instances are
 the same as the local path's, byte for byte, however many workers run. Each work item holds
 one file's batch of sentences or one run of documents, never the corpus.
 """
@@ -42,7 +45,7 @@ from tokenizers import Tokenizer
 
 from jaxlm import storage
 from jaxlm.config import ConfigError, DataConfig
-from jaxlm.data import builders, records
+from jaxlm.data import builders, packing, records, span_corruption
 from jaxlm.data import corpus as corpus_lib
 from jaxlm.data.corpus import DataError
 from jaxlm.data.preparation import SPLITS, Prepared, locate
@@ -58,13 +61,13 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
     Beam runner and options of `pipeline_args` (e.g. ["--runner", "DirectRunner"]).
 
     Raises:
-      ConfigError: a recipe other than BERT's, or a pairs file.
+      ConfigError: `data.format=pairs` (a file of pairs is prepared locally).
       DataError: as `prepare`.
     """
     name, files, settings, directory = locate(cfg, seed, recipe)
-    if settings["recipe"] != "bert":
-        raise ConfigError(f"the Beam pipeline builds BERT instances; {settings['recipe']!r} "
-                          f"data is prepared without --runner")
+    if settings["recipe"] == "pairs":
+        raise ConfigError("data.format=pairs: the Beam pipeline builds instances of text "
+                          "corpora; prepare pairs without --runner")
     if (directory / "manifest.json").is_file():
         log.info("using prepared data in %s", directory)
         return Prepared.load(directory)
@@ -75,9 +78,17 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
         for file in ("tokenizer.json", "is_continuation.npy"):
             storage.copy_file(Path(tmp) / file, directory / file)
     planned = time.perf_counter()
-    spec = builders.masking_spec(cfg, plan)
-    jobs = {split: builders.bert_job(cfg, seed, split, "", [], spec, plan.ids_dtype)
-            for split in SPLITS}
+    vocab_size = plan.tokenizer.get_vocab_size()
+    if settings["recipe"] == "bert":
+        spec = builders.masking_spec(cfg, plan)
+        jobs = {split: builders.bert_job(cfg, seed, split, "", [], spec, plan.ids_dtype)
+                for split in SPLITS}
+    else:
+        window_job = builders.WindowJob(settings["recipe"], seed, cfg.max_seq_length,
+                                        vocab_size, plan.ids)
+        jobs = dict.fromkeys(SPLITS, window_job)
+        if settings["recipe"] == "span_corruption":
+            vocab_size += span_corruption.NUM_SENTINELS
     with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
         tokenized = (p | "Files" >> beam.Create([(i, str(f)) for i, f in enumerate(files)])
                      | "Tokenize" >> beam.ParDo(TokenizeFile(
@@ -87,8 +98,8 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
         shards = (p | "Start" >> beam.Create([None])
                   | "Plan" >> beam.FlatMap(work_items, corpus, jobs, plan.held_out)
                   | "Spread" >> beam.Reshuffle()
-                  | "Instances" >> beam.ParDo(WriteInstances(str(directory), jobs,
-                                                             plan.held_out), corpus))
+                  | "Instances" >> beam.ParDo(WriteInstances(
+                      str(directory), jobs, plan.held_out, plan.ids_dtype), corpus))
         (p | "End" >> beam.Create([None])
          | "Index" >> beam.Map(write_index, beam.pvalue.AsList(shards), corpus, jobs,
                                plan.held_out, str(directory)))
@@ -98,7 +109,7 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
     seconds = time.perf_counter() - planned
     manifest = {
         **settings, "format": "array_record", "tokenizer": "tokenizer.json",
-        "vocab_size": plan.tokenizer.get_vocab_size(), "special_ids": dataclasses.asdict(plan.ids),
+        "vocab_size": vocab_size, "special_ids": dataclasses.asdict(plan.ids),
         "splits": index,
         "timing": {"total_s": round(time.perf_counter() - start, 2),
                    "plan_s": round(planned - start, 2), "pipeline_s": round(seconds, 2)},
@@ -158,37 +169,58 @@ def split_documents(corpus: list, held_out: set[int]) -> tuple[list, dict]:
 
 
 def work_items(_, corpus: list, jobs: dict, held_out: set[int]):
-    """(split, pass, run index, first, last) for every work item of both splits."""
+    """(split, pass, run index, first, last) for every work item of both splits: runs of
+    documents (BERT) or of windows (the others), as the local path has them."""
     _, splits = split_documents(corpus, held_out)
     for split, (_, num_tokens) in splits.items():
-        for run, (dupe, first, last) in enumerate(builders.work_items(jobs[split], num_tokens)):
+        for run, (dupe, first, last) in enumerate(jobs[split].work_items(num_tokens)):
             yield split, dupe, run, first, last
 
 
 class WriteInstances(beam.DoFn):
-    """A work item -> its BERT instances in <split>/<pass>-<run>.array_record; emits
-    (split, pass, run, shard name, count, record layout)."""
+    """A work item -> its instances in <split>/<pass>-<run>.array_record; emits (split,
+    pass, run, shard name, count, record layout)."""
 
-    def __init__(self, directory: str, jobs: dict, held_out: set[int]):
+    def __init__(self, directory: str, jobs: dict, held_out: set[int], ids_dtype):
         self._directory, self._jobs, self._held_out = directory, jobs, held_out
-        self._documents: dict[str, records.RecordDocuments] = {}
+        self._ids_dtype = np.dtype(ids_dtype)
+        self._splits: dict[str, tuple[records.RecordDocuments, list[int]]] = {}
 
     def process(self, element, corpus):
         split, dupe, run, first, last = element
-        if split not in self._documents:
+        if split not in self._splits:
             shards, splits = split_documents(corpus, self._held_out)
             shards = [(str(storage.path(self._directory) / name), n) for name, n in shards]
-            self._documents[split] = records.RecordDocuments(
-                shards, splits[split][0], self._jobs[split].ids_dtype)
-        documents = self._documents[split]
-        parts = [builders.document_instances(self._jobs[split], documents, dupe, d)
-                 for d in range(first, last)]
-        arrays = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+            doc_ids, num_tokens = splits[split]
+            self._splits[split] = (
+                records.RecordDocuments(shards, doc_ids, self._ids_dtype), num_tokens)
+        documents, num_tokens = self._splits[split]
+        job = self._jobs[split]
+        if isinstance(job, builders.WindowJob):
+            windows = packing.pack(self._stream(documents, num_tokens, job, first, last),
+                                   job.length)
+            arrays = job.instances(split, windows, first)
+        else:
+            parts = [builders.document_instances(job, documents, dupe, d)
+                     for d in range(first, last)]
+            arrays = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
         name = f"{split}/{dupe:04d}-{run:06d}{records.SUFFIX}"
         count = records.write_shard(
             storage.path(self._directory) / name,
-            (records.encode(arrays, row) for row in range(len(arrays["input_ids"]))))
+            (records.encode(arrays, row) for row in range(len(next(iter(arrays.values()))))))
         yield split, dupe, run, name, count, records.features(arrays)
+
+    def _stream(self, documents, num_tokens: list[int], job, first: int, last: int):
+        """The split's token stream (`packing.token_stream`) from window `first` to the
+        target of window `last - 1`, read from the documents that overlap it."""
+        starts = np.cumsum([0, *(n + 1 for n in num_tokens)])  # each document's offset
+        begin, end = first * job.length, last * job.length + 1
+        a = int(np.searchsorted(starts, begin, side="right")) - 1
+        b = int(np.searchsorted(starts, end, side="left"))
+        stream = np.fromiter((t for d in range(a, b) for t in [
+            *(t for sentence in documents[d] for t in sentence), job.ids.sep]),
+            self._ids_dtype)
+        return stream[begin - starts[a]:end - starts[a]]
 
 
 def write_index(_, shards: list, corpus: list, jobs: dict, held_out: set[int],
@@ -201,7 +233,8 @@ def write_index(_, shards: list, corpus: list, jobs: dict, held_out: set[int],
         index[split] = {
             "num_instances": sum(s[4] for s in mine),
             "num_documents": len(splits[split][0]),
-            "masked": jobs[split].masked,
+            **({"masked": jobs[split].masked} if isinstance(jobs[split], builders.Job) else
+               {"num_tokens": int(sum(splits[split][1]) + len(splits[split][1]))}),
             "shards": [[s[3], s[4]] for s in mine],
             "features": mine[0][5] if mine else {},
         }

@@ -124,17 +124,11 @@ def build_corpus(cfg: DataConfig, seed: int, files: list[Path], settings: dict, 
     tokenized = time.perf_counter()
 
     workers = 1
-    if settings["recipe"] == "causal_lm":
-        counts = write_windows(out, splits, ids, cfg.max_seq_length, ids_dtype,
-                                lambda split, windows: windows)
-    elif settings["recipe"] == "span_corruption":
-        def corrupted(split, windows):
-            rng = np.random.default_rng([seed if split == "train" else EVAL_SEED, 1])
-            return span_corruption.build(windows["input_ids"], vocab_size, ids.cls, ids.sep,
-                                         rng)
-
-        counts = write_windows(out, splits, ids, cfg.max_seq_length, ids_dtype, corrupted)
-        vocab_size += span_corruption.NUM_SENTINELS
+    if settings["recipe"] in WINDOW_RECIPES:
+        job = WindowJob(settings["recipe"], seed, cfg.max_seq_length, vocab_size, ids)
+        counts = write_windows(out, splits, job, ids_dtype)
+        if job.recipe == "span_corruption":
+            vocab_size += span_corruption.NUM_SENTINELS
     else:
         workers = cfg.num_workers or os.cpu_count() or 1
         counts = write_bert_instances(cfg, seed, out, splits, spec, ids_dtype, workers)
@@ -199,19 +193,47 @@ def build_source_target(cfg: DataConfig, files: list[Path], settings: dict, out:
             "timing": {"total_s": round(time.perf_counter() - start, 2)}}
 
 
-def write_windows(out: Path, splits: dict, ids: SpecialIds, length: int, ids_dtype,
-                   instances) -> dict:
-    """Each split's documents packed into windows of `length` next-token pairs (see
-    `packing`, [SEP] between documents), turned into stored arrays by
-    `instances(split, windows)`: the windows themselves for a causal LM, T5 span corruption
-    of them for the encoder-decoder ([CLS] starts the decoder, [SEP] ends each target)."""
+WINDOW_RECIPES = ("causal_lm", "span_corruption")
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowJob:
+    """What turning a split's packed windows (see `packing`) into stored arrays takes: the
+    windows themselves for a causal LM, T5 span corruption of them for the encoder-decoder
+    ([CLS] starts the decoder, [SEP] ends each target)."""
+
+    recipe: str  # one of WINDOW_RECIPES
+    seed: int
+    length: int  # T
+    vocab_size: int  # the tokenizer's; span corruption's sentinels come after it
+    ids: SpecialIds
+
+    def instances(self, split: str, windows: dict, first: int = 0) -> dict:
+        """The stored arrays of windows `first`, `first + 1`, ... of `split`."""
+        if self.recipe == "causal_lm":
+            return windows
+        return span_corruption.build(windows["input_ids"], self.vocab_size, self.ids.cls,
+                                     self.ids.sep, self.seed if split == "train" else EVAL_SEED,
+                                     first)
+
+    def work_items(self, num_tokens: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(0, first, last) runs of about `_SHARD_TOKENS` tokens of windows, for a split
+        whose documents have `num_tokens` tokens (each followed by [SEP] in the stream)."""
+        windows = max((sum(num_tokens) + len(num_tokens) - 1) // self.length, 0)
+        step = max(_SHARD_TOKENS // self.length, 1)
+        return [(0, a, min(a + step, windows)) for a in range(0, windows, step)]
+
+
+def write_windows(out: Path, splits: dict, job: WindowJob, ids_dtype) -> dict:
+    """Each split's documents packed into windows of `job.length` next-token pairs ([SEP]
+    between documents) and stored as `job.instances` makes them."""
     counts = {}
     for split, doc_ids in splits.items():
         (out / split).mkdir()
-        stream = packing.token_stream(open_documents(out / "corpus", doc_ids), ids.sep,
+        stream = packing.token_stream(open_documents(out / "corpus", doc_ids), job.ids.sep,
                                       ids_dtype)
-        windows = packing.pack(stream, length)
-        for key, rows in instances(split, windows).items():
+        windows = packing.pack(stream, job.length)
+        for key, rows in job.instances(split, windows).items():
             np.save(out / split / f"{key}.npy", rows)
         counts[split] = {"num_instances": len(windows["input_ids"]),
                          "num_documents": len(doc_ids), "num_tokens": len(stream)}
@@ -316,6 +338,18 @@ class Job:
     ids_dtype: type
     dupes: int  # passes over the documents
 
+    def work_items(self, num_tokens: Sequence[int]) -> list[tuple[int, int, int]]:
+        """The work items of a split, in output order: (dupe, first, last) for each pass and
+        each run of consecutive documents of about `_SHARD_TOKENS` tokens (`num_tokens`
+        per document)."""
+        ranges, first, size = [], 0, 0
+        for d, n in enumerate(num_tokens):
+            size += n
+            if size >= _SHARD_TOKENS or d == len(num_tokens) - 1:
+                ranges.append((first, d + 1))
+                first, size = d + 1, 0
+        return [(dupe, a, b) for dupe in range(self.dupes) for (a, b) in ranges]
+
 
 _worker: tuple[Job, Documents] | None = None
 
@@ -342,25 +376,13 @@ def document_instances(job: Job, documents: Documents, dupe: int, d: int) -> dic
                             masked=job.masked, ids_dtype=job.ids_dtype)
 
 
-def work_items(job: Job, num_tokens: Sequence[int]) -> list[tuple[int, int, int]]:
-    """The work items of a split, in output order: (dupe, first, last) for each pass and each
-    run of consecutive documents of about `_SHARD_TOKENS` tokens (`num_tokens` per document)."""
-    ranges, first, size = [], 0, 0
-    for d, n in enumerate(num_tokens):
-        size += n
-        if size >= _SHARD_TOKENS or d == len(num_tokens) - 1:
-            ranges.append((first, d + 1))
-            first, size = d + 1, 0
-    return [(dupe, a, b) for dupe in range(job.dupes) for (a, b) in ranges]
-
-
 def _write_instances(job: Job, workers: int, out: Path) -> dict:
     """Builds a split's instances over `workers` processes and streams them to `out`."""
     if not job.doc_ids:
         return {"num_instances": 0, "masked": job.masked}
     _init_worker(job)
     documents = _worker[1]
-    tasks = work_items(job, [documents.num_tokens(d) for d in range(len(documents))])
+    tasks = job.work_items([documents.num_tokens(d) for d in range(len(documents))])
     writers: dict[str, NpyWriter] = {}
     if workers > 1 and len(tasks) > 1:
         # spawn, not fork: the caller may already run JAX's threads.

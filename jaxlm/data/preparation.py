@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 # What instances a text corpus becomes; `data.format=pairs` files are the "pairs" recipe.
 RECIPES = ("bert", "causal_lm", "span_corruption")
-VERSION = 2  # bump when the tokenizer training, instance algorithm or on-disk layout change
+VERSION = 3  # bump when the tokenizer training, instance algorithm or on-disk layout change
 SPLITS = ("train", "eval")
 # Settings that change where files go or how fast they are made, not what is in them.
 NOT_HASHED = ("cache_dir", "output_dir", "num_workers")

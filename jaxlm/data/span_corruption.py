@@ -58,19 +58,23 @@ def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinel_base: int,
     return source, target
 
 
-def build(windows_NW: np.ndarray, vocab_size: int, start_id: int, end_id: int,
-          rng: np.random.Generator, noise_density: float = 0.15,
+def build(windows_NW: np.ndarray, vocab_size: int, start_id: int, end_id: int, seed: int,
+          first: int = 0, noise_density: float = 0.15,
           mean_span_length: float = 3.0) -> dict[str, np.ndarray]:
-    """Encoder-decoder instances (the `KEYS`, int32 [N, ...]) from raw windows [N, W].
+    """Encoder-decoder instances (the `KEYS`, int32 [N, ...]) from raw windows [N, W], the
+    windows `first`, `first + 1`, ... of their split.
 
-    The decoder reads [start] + target[:-1] and predicts target (teacher forcing).
+    The decoder reads [start] + target[:-1] and predicts target (teacher forcing). Window i
+    draws its spans from a generator of its own, seeded by (seed, i), so that any run of
+    windows can be corrupted apart from the others (a Beam work item) with the same result.
     """
     spans = span_counts(windows_NW.shape[1], noise_density, mean_span_length)[1]
     if spans > NUM_SENTINELS:
         raise ValueError(f"windows of {windows_NW.shape[1]} tokens get {spans} noise spans, "
                          f"more than the {NUM_SENTINELS} sentinels; use shorter windows")
     sources, targets = [], []
-    for window in windows_NW:
+    for i, window in enumerate(windows_NW, start=first):
+        rng = np.random.default_rng([seed, 1, i])
         mask = noise_mask(len(window), noise_density, mean_span_length, rng)
         source, target = corrupt(np.asarray(window, np.int64), mask, vocab_size, end_id)
         sources.append(source)
