@@ -87,7 +87,7 @@ def tiny_classifier(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bucket():
     """"gs://jaxlm-test" on a Cloud Storage emulator for this test session (`gcs_emulator`)."""
-    from gcs_emulator import emulator
+    from benchmarks.gcs_emulator import emulator
 
     with emulator() as url:
         yield url

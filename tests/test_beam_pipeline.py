@@ -68,12 +68,16 @@ def test_dynamic_masking_stores_train_unmasked_and_masks_in_the_loader(tmp_path)
             np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_prepared_data_in_a_bucket_from_a_corpus_in_the_bucket(bucket, tmp_path):
+def test_prepared_data_in_a_bucket_from_a_corpus_and_tokenizer_in_the_bucket(bucket, tmp_path):
     from jaxlm import storage
 
     corpus = f"{bucket}/corpora/tiny.txt"
     storage.copy_file(TINY_CORPUS, corpus)
-    cfg = tiny_data_config(tmp_path, train_files=(corpus,), output_dir=f"{bucket}/prepared")
+    trained = prepare(tiny_data_config(tmp_path / "first"), seed=0).directory / "tokenizer.json"
+    tokenizer = f"{bucket}/tokenizers/tokenizer.json"
+    storage.copy_file(trained, tokenizer)
+    cfg = tiny_data_config(tmp_path, train_files=(corpus,), output_dir=f"{bucket}/prepared",
+                           tokenizer=tokenizer)
     beam = prepare_on_beam(cfg, seed=0, recipe="bert", pipeline_args=ONE_PROCESS)
     assert str(beam.directory).startswith(f"{bucket}/prepared/corpus-")
     local = prepare(dataclasses.replace(cfg, output_dir=str(tmp_path / "local")), seed=0)

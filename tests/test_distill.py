@@ -162,6 +162,7 @@ def test_layer_transfer_checks_its_map(tiny_config):
         distill.check_transfer(fewer_heads, teacher, DistillOptions(attention_weight=1.0))
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_layer_transfer_into_a_narrower_student(teacher_run, tmp_path, capsys):
     """A one-layer student half the teacher's width learns from the last teacher layer's
     outputs (through a learned 16 -> 32 projection) and attention distributions besides the
@@ -191,6 +192,7 @@ def test_layer_transfer_into_a_narrower_student(teacher_run, tmp_path, capsys):
     assert capsys.readouterr().out.split("\t")[0] in labels
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_a_distilled_student_end_to_end(teacher_run, tmp_path, capsys):
     """`python -m jaxlm.distill` with a one-layer student taken from a two-layer teacher: the
     student alone trained and saved, both losses and the agreement logged, the teacher's run
@@ -320,6 +322,7 @@ def _pretrain(overrides, run_dir, *extra):
     return pretrain.main([*overrides, f"run_dir={run_dir}", *extra])
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_masked_lm_distillation_end_to_end(run_overrides, tmp_path):
     """train.py with distill.teacher: a narrower one-layer BERT learns from a pretrained
     two-layer teacher's masked-LM distributions beside its own MLM and NSP labels; the loss

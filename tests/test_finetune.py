@@ -60,6 +60,7 @@ def test_a_tiny_model_learns_a_separable_real_subset(separable, tmp_path):
     assert results["validation"]["accuracy"] >= 0.7, results  # from 0.5; it has 160 examples
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_lora_run_end_to_end(separable, tmp_path, capsys):
     """Two epochs with LoRA adapters: the expected trainable count, the encoder unchanged
     bit for bit, only adapters and head in the checkpoint, an evaluation per epoch, the best
@@ -149,6 +150,7 @@ def test_bad_inputs_are_named(separable, tmp_path):
     assert not (tmp_path / "bad").exists()  # nothing written before the inputs were checked
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_a_lora_classifier_is_tied_to_its_exact_base(separable, tmp_path, monkeypatch):
     """A LoRA classifier keeps only its adapters; it records which frozen weights it was
     trained on (path made absolute, a fingerprint) and refuses to run on changed ones."""

@@ -95,6 +95,7 @@ def test_bad_requests_are_clear_errors(model):
         gen.generate(model, [[1, 2]], 3, sampling=gen.Sampling(temperature=1.0, top_k=500))
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_command_line_continues_a_trained_checkpoint(run_overrides, tmp_path, capsys):
     run_dir = tmp_path / "gpt"
     pretrain.run(load(pretrain.DEFAULT_CONFIG, [

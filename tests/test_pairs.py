@@ -61,6 +61,7 @@ def test_pairs_need_the_encoder_decoder():
         load(None, ["data.format=pairs"])
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_train_decode_and_score_an_encoder_decoder_on_pairs(tmp_path, capsys):
     data = _write(tmp_path / "p.tsv", n=400)
     summary = pretrain.run(load(pretrain.DEFAULT_CONFIG, [

@@ -188,6 +188,7 @@ def _overrides(root, run_dir, *extra):
                                "finetune.epochs=1", *extra)
 
 
+@pytest.mark.slow  # end to end over 20 s on 2 cores
 def test_pruned_end_to_end_and_exported_to_transformers(classifier_root, tmp_path, capsys):
     """`python -m jaxlm.prune` removes half the heads and a quarter of the MLP neurons of a
     fine-tuned tiny BERT and trains the smaller model one epoch while zeroing 60% of each

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlm import storage
 from jaxlm.config import DataConfig
 from jaxlm.data import corpus as corpus_lib
 from jaxlm.data import packing, span_corruption
@@ -157,7 +158,7 @@ def masking_spec(cfg: DataConfig, plan: CorpusPlan) -> MaskingSpec:
 def tokenizer_for(cfg: DataConfig, train_text, out: Path):
     """The given or trained tokenizer, saved as out/tokenizer.json, and its special ids."""
     if cfg.tokenizer:
-        tokenizer = load_tokenizer(cfg.tokenizer, lowercase=cfg.lowercase)
+        tokenizer = load_tokenizer(storage.local_copy(cfg.tokenizer), lowercase=cfg.lowercase)
     else:
         tokenizer = train_tokenizer(train_text, cfg.vocab_size, cfg.lowercase)
     tokenizer.save(str(out / "tokenizer.json"))

@@ -144,7 +144,8 @@ def _settings(cfg: DataConfig, seed: int, recipe: str) -> tuple[str, list[Path],
         "files": [storage.fingerprint(f) for f in files],
     }
     if cfg.tokenizer:
-        path = Path(cfg.tokenizer).expanduser()
+        path = (storage.path(cfg.tokenizer) if storage.is_url(cfg.tokenizer)
+                else Path(cfg.tokenizer).expanduser())
         if not path.is_file():
             raise DataError(f"data.tokenizer: file not found: {cfg.tokenizer}")
         settings["tokenizer_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()

