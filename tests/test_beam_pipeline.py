@@ -136,8 +136,10 @@ def test_record_layout_round_trip():
     with pytest.raises(ValueError, match="does not match the layout"):
         records.decode(records.encode(arrays, 0) + b"\0", layout)
     sentences = [[5, 6, 7], [8], [9, 10]]
-    assert records.decode_document(records.encode_document(sentences, np.uint16),
-                                   np.uint16) == sentences
+    tokens, bounds = records.decode_document(records.encode_document(sentences, np.uint16),
+                                             np.uint16)
+    assert tokens.dtype == np.uint16 and bounds == [0, 3, 4, 6]
+    assert [tokens[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:], strict=True)] == sentences
 
 
 def test_the_command_line_refuses_what_beam_does_not_build(tmp_path, capsys):

@@ -32,8 +32,10 @@ one file's batch of sentences or one run of documents, never the corpus.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -127,6 +129,9 @@ class TokenizeFile(beam.DoFn):
         self._ids_dtype, self._errors = np.dtype(ids_dtype), errors
 
     def setup(self):
+        # One thread per worker: the runner runs a worker per core, and the tokenizers
+        # library's own threads would compete with the other workers for them.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
         self._tokenizer = Tokenizer.from_str(self._tokenizer_json)
 
     def process(self, element):
@@ -142,7 +147,7 @@ class TokenizeFile(beam.DoFn):
         """Tokenizes batches of documents as `builders.tokenize_corpus` does (sentences
         without tokens dropped) and yields each as a record."""
         batch: list[list[str]] = []
-        for document in [*documents, None]:
+        for document in itertools.chain(documents, [None]):  # None: the end
             if document is not None:
                 batch.append(document)
             if batch and (document is None or sum(map(len, batch)) >= _BATCH_SENTENCES):

@@ -111,12 +111,12 @@ def encode_document(sentences: Sequence[Sequence[int]], ids_dtype) -> bytes:
     return header.tobytes() + tokens.tobytes()
 
 
-def decode_document(record: bytes, ids_dtype) -> list[list[int]]:
+def decode_document(record: bytes, ids_dtype) -> tuple[np.ndarray, list[int]]:
+    """A tokenized document as (its tokens, sentence bounds into them: [0, ..., len])."""
     n = int(np.frombuffer(record, np.uint32, 1)[0])
     lengths = np.frombuffer(record, np.uint32, n, 4)
-    tokens = np.frombuffer(record, ids_dtype, offset=4 * (n + 1)).tolist()
-    bounds = [0, *itertools.accumulate(lengths.tolist())]
-    return [tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    tokens = np.frombuffer(record, ids_dtype, offset=4 * (n + 1))
+    return tokens, [0, *itertools.accumulate(lengths.tolist())]
 
 
 class RecordDocuments(Documents):
@@ -136,8 +136,9 @@ class RecordDocuments(Documents):
         self._ids_dtype = np.dtype(ids_dtype)
         self.doc_ids = list(doc_ids)
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one instance per worker and split
-    def _document(self, doc: int) -> list[list[int]]:
+    # A few documents: a pair reads its own document, then sentences of one other in a row.
+    @functools.lru_cache(maxsize=16)  # noqa: B019 - one instance per worker and split
+    def _document(self, doc: int) -> tuple[np.ndarray, list[int]]:
         shard = int(np.searchsorted(self._starts, doc, side="right")) - 1
         if shard not in self._readers:
             self._readers[shard] = ArrayRecordReader(self._paths[shard], "readahead_buffer_size:0")
@@ -145,13 +146,16 @@ class RecordDocuments(Documents):
         return decode_document(record, self._ids_dtype)
 
     def __getitem__(self, d: int) -> list[list[int]]:
-        return [list(s) for s in self._document(self.doc_ids[d])]
+        tokens, bounds = self._document(self.doc_ids[d])
+        flat = tokens.tolist()
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def num_sentences(self, d: int) -> int:
-        return len(self._document(self.doc_ids[d]))
+        return len(self._document(self.doc_ids[d])[1]) - 1
 
     def sentence(self, d: int, j: int) -> list[int]:
-        return list(self._document(self.doc_ids[d])[j])
+        tokens, bounds = self._document(self.doc_ids[d])
+        return tokens[bounds[j]:bounds[j + 1]].tolist()
 
     def num_tokens(self, d: int) -> int:
-        return sum(map(len, self._document(self.doc_ids[d])))
+        return self._document(self.doc_ids[d])[1][-1]
