@@ -34,11 +34,14 @@ import time
 import grain
 import numpy as np
 
+from jaxlm import storage
 from jaxlm.data import packing, span_corruption
 from jaxlm.data.corpus import DataError
 from jaxlm.data.instances import KEYS, MaskingSpec, mask_tokens
 from jaxlm.data.preparation import SPLITS, Prepared
 from jaxlm.data.records import RecordSource
+
+BUCKET_READ_THREADS = 16  # Grain's default
 
 
 class ArraySource:
@@ -174,7 +177,7 @@ def stack_batch(records: list[dict]) -> dict[str, np.ndarray]:
 def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, shuffle: bool,
                 num_epochs: int | None, process_index: int | None = None,
                 process_count: int | None = None, worker_count: int = 0,
-                read_threads: int = 0) -> grain.DataLoader:
+                read_threads: int | None = None) -> grain.DataLoader:
     """A Grain DataLoader whose iterator yields this process's share of each global batch.
 
     Args:
@@ -188,7 +191,9 @@ def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, s
       process_count: number of processes, default `jax.process_count()`.
       worker_count: Grain worker processes; 0 reads in this process (measured fastest for
         memory-mapped arrays, see `loader_throughput`).
-      read_threads: Grain read threads per process; 0 reads inline.
+      read_threads: Grain read threads per process; 0 reads inline. Default: inline for
+        local data, `BUCKET_READ_THREADS` for data in a bucket, each read there being a
+        request whose latency threads overlap (measured in docs/benchmarks.md).
 
     Returns:
       The loader; `iter(loader)` gives a `grain.DataLoaderIterator` with `get_state()` /
@@ -199,6 +204,8 @@ def make_loader(prepared: Prepared, split: str, batch_size: int, *, seed: int, s
       ValueError: a batch size that the processes cannot share evenly.
     """
     source = instance_source(prepared, split)
+    if read_threads is None:
+        read_threads = BUCKET_READ_THREADS if storage.is_url(prepared.directory) else 0
     dynamic = prepared.dynamic_masking and split == "train"
     operations = [DynamicMasking(prepared.masking_spec())] if dynamic else []
     hint = ("add text, raise data.dupe_factor" + (" or data.eval_fraction" if split == "eval"
@@ -279,7 +286,7 @@ def reshard_state(saved: bytes, saved_index: int, saved_count: int, fresh: bytes
 
 def loader_throughput(prepared: Prepared, batch_size: int = 32, num_batches: int = 200, *,
                       split: str = "train", seed: int = 0, worker_count: int = 0,
-                      read_threads: int = 0) -> float:
+                      read_threads: int | None = None) -> float:
     """Batches per second one process reads (after a first, untimed batch)."""
     loader = make_loader(prepared, split, batch_size, seed=seed, shuffle=True,
                          num_epochs=None, process_index=0, process_count=1,
