@@ -7,8 +7,8 @@ masks, next-token windows for `model.kind=gpt`, span corruption for `encoder_dec
 
 With `--runner` (e.g. DirectRunner, DataflowRunner) the data is built by an Apache Beam
 pipeline into ArrayRecord shards (`jaxlm.data.beam_pipeline`, `pip install 'jaxlm[beam]'`),
-the same instances as without it; the other options go to Beam in `--name=value` form, e.g.
-`--direct_num_workers=2 --direct_running_mode=multi_processing`.
+the same instances as without it; every other `--option` goes to Beam, e.g.
+`--direct_num_workers 2 --direct_running_mode multi_processing`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,23 @@ from jaxlm.config import ConfigError, load
 from jaxlm.data import DataError, Prepared, prepare
 from jaxlm.objectives.registry import pretraining_task
 
+OWN_OPTIONS = ("--config", "--runner", "--help")
+
+
+def _split_beam_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(this command's arguments, Beam's options): every `--option` not in OWN_OPTIONS goes
+    to Beam with its value, given as `--option=value` or as the next argument (an argument
+    without "=" that does not start with "--": overrides always hold "=")."""
+    ours, beam, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        takes_value = (arg.startswith("--") and "=" not in arg and i + 1 < len(argv)
+                       and "=" not in argv[i + 1] and not argv[i + 1].startswith("--"))
+        mine = not arg.startswith("--") or arg.split("=")[0] in OWN_OPTIONS
+        (ours if mine else beam).extend(argv[i:i + 1 + takes_value])
+        i += 1 + takes_value
+    return ours, beam
+
 
 def main(argv: Sequence[str] | None = None) -> Prepared:
     parser = argparse.ArgumentParser(prog="python -m jaxlm.prepare", description=(
@@ -31,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> Prepared:
     parser.add_argument("--runner", help="Apache Beam runner (DirectRunner, DataflowRunner, "
                         "...); default: processes on this machine, without Beam")
     parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. data.dupe_factor=5")
-    args, beam_args = parser.parse_known_args(argv)
+    ours, beam_args = _split_beam_options(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(ours)
     if beam_args and not args.runner:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam options need "
                      f"--runner)")

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests run on 8 fake CPU devices so every sharding path is exercised."""
 
+import faulthandler
 import os
 import tempfile
 
@@ -82,6 +83,16 @@ def tiny_classifier(tmp_path_factory):
     from data_fixtures import tiny_classifier_run
 
     return tiny_classifier_run(tmp_path_factory.mktemp("classifier"), epochs=3)
+
+
+@pytest.fixture
+def hang_guard():
+    """Ends the test session with every thread's traceback if the test takes over 5 minutes:
+    ArrayRecord's C++ reader waits forever on a bucket it cannot reach (as without
+    CLOUD_STORAGE_EMULATOR_ENDPOINT), where no Python timeout can interrupt it."""
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")

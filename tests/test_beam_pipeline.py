@@ -68,7 +68,8 @@ def test_dynamic_masking_stores_train_unmasked_and_masks_in_the_loader(tmp_path)
             np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_prepared_data_in_a_bucket_from_a_corpus_and_tokenizer_in_the_bucket(bucket, tmp_path):
+def test_prepared_data_in_a_bucket_from_a_corpus_and_tokenizer_in_the_bucket(bucket, tmp_path,
+                                                                              hang_guard):
     from jaxlm import storage
 
     corpus = f"{bucket}/corpora/tiny.txt"

@@ -6,7 +6,7 @@ from benchmarks import data as data_bench
 from jaxlm.config import load
 
 
-def test_every_format_is_read_and_set_against_the_step(tmp_path, bucket):
+def test_every_format_is_read_and_set_against_the_step(tmp_path, bucket, hang_guard):
     cfg = load(None, [f"data.train_files=[{TINY_CORPUS}]", f"data.output_dir={tmp_path}",
                       "data.vocab_size=200", "data.max_seq_length=32",
                       "data.max_predictions_per_seq=5", "data.num_workers=1",

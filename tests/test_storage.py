@@ -60,7 +60,7 @@ def bucket_run(bucket, run_overrides, tmp_path_factory):
     uninterrupted, in a local directory on the local path's data."""
     run_dir = f"{bucket}/runs/killed"
     in_bucket = [*run_overrides, f"data.output_dir={bucket}/prepared"]
-    prepare_cli.main([*in_bucket, "--runner", "DirectRunner"])
+    prepare_cli.main([*in_bucket, "--runner", "DirectRunner", "--direct_num_workers", "1"])
     proc = _train_py(run_dir, in_bucket, *RUN)
     deadline = time.time() + 180
     while proc.poll() is None and time.time() < deadline:
