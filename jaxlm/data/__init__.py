@@ -23,7 +23,8 @@ P = max_predictions_per_seq), all int32 except `masked_weights`:
 Modules: `corpus` (files, Shakespeare), `tokenizer` (WordPiece), `instances` (the
 google-research/bert algorithm), `packing` and `span_corruption` (LM windows, T5 pairs),
 `pairs` (source/target files), `preparation` (`prepare`, cache, manifest), `builders` (each
-recipe's arrays, over worker processes), `loader` (Grain); for fine-tuning `classification`
+recipe's arrays, over worker processes), `beam_pipeline` (the same instances on Apache Beam,
+into ArrayRecord shards: `records`), `loader` (Grain over either); for fine-tuning `classification`
 (labelled text), `tagging` (tagged words), `squad` (questions on passages) and `batching`
 (their batches). Command line: `python -m jaxlm.prepare --config configs/bert_tiny.yaml`.
 """

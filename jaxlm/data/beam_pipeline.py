@@ -66,7 +66,7 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
       ConfigError: `data.format=pairs` (a file of pairs is prepared locally).
       DataError: as `prepare`.
     """
-    name, files, settings, directory = locate(cfg, seed, recipe)
+    _, files, settings, directory = locate(cfg, seed, recipe)
     if settings["recipe"] == "pairs":
         raise ConfigError("data.format=pairs: the Beam pipeline builds instances of text "
                           "corpora; prepare pairs without --runner")
@@ -80,31 +80,8 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
         for file in ("tokenizer.json", "is_continuation.npy"):
             storage.copy_file(Path(tmp) / file, directory / file)
     planned = time.perf_counter()
-    vocab_size = plan.tokenizer.get_vocab_size()
-    if settings["recipe"] == "bert":
-        spec = builders.masking_spec(cfg, plan)
-        jobs = {split: builders.bert_job(cfg, seed, split, "", [], spec, plan.ids_dtype)
-                for split in SPLITS}
-    else:
-        window_job = builders.WindowJob(settings["recipe"], seed, cfg.max_seq_length,
-                                        vocab_size, plan.ids)
-        jobs = dict.fromkeys(SPLITS, window_job)
-        if settings["recipe"] == "span_corruption":
-            vocab_size += span_corruption.NUM_SENTINELS
-    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
-        tokenized = (p | "Files" >> beam.Create([(i, str(f)) for i, f in enumerate(files)])
-                     | "Tokenize" >> beam.ParDo(TokenizeFile(
-                         plan.tokenizer.to_str(), str(directory), plan.ids_dtype,
-                         cfg.encoding_errors)))
-        corpus = beam.pvalue.AsList(tokenized)
-        shards = (p | "Start" >> beam.Create([None])
-                  | "Plan" >> beam.FlatMap(work_items, corpus, jobs, plan.held_out)
-                  | "Spread" >> beam.Reshuffle()
-                  | "Instances" >> beam.ParDo(WriteInstances(
-                      str(directory), jobs, plan.held_out, plan.ids_dtype), corpus))
-        (p | "End" >> beam.Create([None])
-         | "Index" >> beam.Map(write_index, beam.pvalue.AsList(shards), corpus, jobs,
-                               plan.held_out, str(directory)))
+    jobs, vocab_size = _jobs(cfg, seed, settings["recipe"], plan)
+    _run_pipeline(pipeline_args, files, str(directory), plan, jobs, cfg.encoding_errors)
     index = json.loads((directory / "shards.json").read_text())
     if not index["train"]["num_documents"]:
         raise DataError(f"no training document has any token in {builders.names(files)}")
@@ -118,6 +95,39 @@ def prepare_on_beam(cfg: DataConfig, *, seed: int, recipe: str,
     }
     storage.write_whole(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return Prepared.load(directory)
+
+
+def _jobs(cfg: DataConfig, seed: int, recipe: str, plan: builders.CorpusPlan
+          ) -> tuple[dict, int]:
+    """Each split's job (`builders.Job` or `WindowJob`) and the model's vocabulary size."""
+    vocab_size = plan.tokenizer.get_vocab_size()
+    if recipe == "bert":
+        spec = builders.masking_spec(cfg, plan)
+        # No corpus directory or document list: workers read both from the shards.
+        return {split: builders.bert_job(cfg, seed, split, "", [], spec, plan.ids_dtype)
+                for split in SPLITS}, vocab_size
+    job = builders.WindowJob(recipe, seed, cfg.max_seq_length, vocab_size, plan.ids)
+    if recipe == "span_corruption":
+        vocab_size += span_corruption.NUM_SENTINELS
+    return dict.fromkeys(SPLITS, job), vocab_size
+
+
+def _run_pipeline(pipeline_args: list[str], files: list, directory: str,
+                  plan: builders.CorpusPlan, jobs: dict, errors: str) -> None:
+    """Stages 2 and 3 (module docstring), then shards.json (`write_index`)."""
+    with beam.Pipeline(options=PipelineOptions(pipeline_args)) as p:
+        tokenized = (p | "Files" >> beam.Create([(i, str(f)) for i, f in enumerate(files)])
+                     | "Tokenize" >> beam.ParDo(TokenizeFile(
+                         plan.tokenizer.to_str(), directory, plan.ids_dtype, errors)))
+        corpus = beam.pvalue.AsList(tokenized)  # a side input: waits for every file
+        shards = (p | "Start" >> beam.Create([None])
+                  | "Plan" >> beam.FlatMap(work_items, corpus, jobs, plan.held_out)
+                  | "Spread" >> beam.Reshuffle()
+                  | "Instances" >> beam.ParDo(WriteInstances(
+                      directory, jobs, plan.held_out, plan.ids_dtype), corpus))
+        (p | "End" >> beam.Create([None])
+         | "Index" >> beam.Map(write_index, beam.pvalue.AsList(shards), corpus, jobs,
+                               plan.held_out, directory))
 
 
 class TokenizeFile(beam.DoFn):
