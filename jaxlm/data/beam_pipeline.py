@@ -8,9 +8,10 @@
 
 Stages (`pip install 'jaxlm[beam]'`):
 
-1. On the launching machine, one streaming pass (`builders.plan_corpus`): text hashes pick
-   the held-out documents, and the tokenizer is given or trained (for a large corpus on
-   `data.tokenizer_sample_lines` lines, the ones with the smallest hashes).
+1. On the launching machine (`builders.plan_corpus`): a streaming pass whose text hashes
+   pick the held-out documents, then the tokenizer, given or trained (for a large corpus on
+   `data.tokenizer_sample_lines` lines, the ones with the smallest hashes, drawn in a
+   second pass).
 2. One work item per input file: its documents tokenized into `corpus/<file>.array_record`,
    one record per document (`records.encode_document`).
 3. One work item per (split, pass, run), the local path's items (`Job.work_items`,

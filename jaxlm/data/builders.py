@@ -78,7 +78,6 @@ class NpyWriter:
 class CorpusPlan:
     """What must be known about the whole corpus before its documents are tokenized."""
 
-    files: list[Path]
     held_out: set[int]  # corpus indices of the eval documents
     tokenizer: object  # tokenizers.Tokenizer
     ids: SpecialIds
@@ -87,8 +86,9 @@ class CorpusPlan:
 
 
 def plan_corpus(cfg: DataConfig, files: list[Path], out: Path) -> CorpusPlan:
-    """One streaming pass over the corpus: held-out documents by text hash, then the given
-    or trained tokenizer (saved as out/tokenizer.json, with out/is_continuation.npy)."""
+    """Held-out documents by text hash (a streaming pass over the corpus), then the given or
+    trained tokenizer (saved as out/tokenizer.json, with out/is_continuation.npy); training
+    reads the training lines again, or once to draw `tokenizer_sample_lines` of them."""
     hashes = [corpus_lib.document_hash(d) for d in _documents(files, cfg)]
     if not hashes:
         raise DataError(f"the corpus is empty: no non-blank line in {names(files)}")
@@ -99,14 +99,14 @@ def plan_corpus(cfg: DataConfig, files: list[Path], out: Path) -> CorpusPlan:
         return (s for i, d in enumerate(_documents(files, cfg)) if i not in held_out for s in d)
 
     sample = train_lines
-    if cfg.tokenizer_sample_lines:
+    if cfg.tokenizer_sample_lines and not cfg.tokenizer:
         chosen = corpus_lib.line_sample(train_lines(), cfg.tokenizer_sample_lines)
         sample = functools.partial(iter, chosen)
     tokenizer, ids = tokenizer_for(cfg, sample, out)
     is_continuation = continuation_mask(tokenizer)
     np.save(out / "is_continuation.npy", is_continuation)
     ids_dtype = np.uint16 if tokenizer.get_vocab_size() <= 1 << 16 else np.int32
-    return CorpusPlan(files, held_out, tokenizer, ids, is_continuation, ids_dtype)
+    return CorpusPlan(held_out, tokenizer, ids, is_continuation, ids_dtype)
 
 
 def build_corpus(cfg: DataConfig, seed: int, files: list[Path], settings: dict, out: Path) -> dict:
