@@ -104,19 +104,31 @@ def pruned(pretrained: Pretrained, cfg: FinetuneConfig, data: TaskData) -> Pretr
 
 
 def split_scores(predict, params, fixed, data: TaskData, split: str, batch_size: int,
-                 task: tasks.Task, mesh) -> dict:
-    """Loss and the task's scores (`eval_`-prefixed) of one split."""
+                 task: tasks.Task, mesh, per_position: bool) -> dict:
+    """Loss and the task's scores (`eval_`-prefixed) of one split; `per_position`: the head
+    has outputs at every position (tags, answer spans), padded back to the split's length."""
+    arrays = data.arrays[split]
+    N, T = arrays["input_ids"].shape
     totals, outputs = None, []
-    for local in batching.eval_loader(data.arrays[split], batch_size):
+    for local in batching.eval_loader(arrays, batch_size):
         sums, out = jax.device_get(predict(params, fixed, sharding.global_batch(local, mesh)))
         totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+        if per_position:  # no score reads past a row's length
+            out = jax.tree.map(lambda x: np.pad(x, [(0, 0), (0, T - x.shape[1])]
+                                                + [(0, 0)] * (x.ndim - 2)), out)
         outputs.append(out)
-    rows = len(data.arrays[split]["example_weights"])  # the rest are the last batch's padding
-    outputs = jax.tree.map(lambda *parts: np.concatenate(parts)[:rows], *outputs)
+    order = batching.eval_order(arrays)
+
+    def in_split_order(*parts):
+        sorted_rows = np.concatenate(parts)[:N]  # the rest are the last batch's padding
+        rows = np.empty_like(sorted_rows)
+        rows[order] = sorted_rows
+        return rows
+
     line = tasks.eval_metrics(task, totals)
     line.pop("eval_perplexity")
-    return {**line, **{f"eval_{k}": v
-                       for k, v in data.score(split, outputs).items()}}
+    return {**line, **{f"eval_{k}": v for k, v in data.score(
+        split, jax.tree.map(in_split_order, *outputs)).items()}}
 
 
 def data_order(cfg: FinetuneConfig) -> dict:
@@ -241,7 +253,8 @@ def run(cfg: FinetuneConfig) -> dict:
         predict = make_eval_step(setup, mesh, outputs=True)
 
         def scores(params, split: str) -> dict:
-            return split_scores(predict, params, fixed, data, split, B, task, mesh)
+            return split_scores(predict, params, fixed, data, split, B, task, mesh,
+                                cfg.finetune.task != "sequence_classification")
 
         def validate(params):
             return {k: v for k, v in scores(params, "validation").items()

@@ -8,15 +8,22 @@ import numpy as np
 from jaxlm.data import batching
 
 
-def test_eval_batches_cover_every_example_once():
-    arrays = {"input_ids": np.ones((5, 16), np.int32), "attention_mask": np.ones((5, 16), np.int32),
-              "label": np.arange(5, dtype=np.int32) % 2, "example_weights": np.ones(5, np.float32)}
-    batches = list(batching.eval_loader(arrays, batch_size=4))
-    assert len(batches) == 2
-    weights = np.concatenate([b["example_weights"] for b in batches])
-    labels = np.concatenate([b["label"] for b in batches])
-    assert weights.tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
-    assert labels[:5].tolist() == [0, 1, 0, 1, 0]
+def test_eval_batches_cover_every_example_once_longest_first():
+    lengths = np.array([3, 9, 17, 5, 40])
+    arrays = {"input_ids": np.ones((5, 64), np.int32),
+              "attention_mask": (np.arange(64)[None] < lengths[:, None]).astype(np.int32),
+              "label": np.arange(5, dtype=np.int32), "example_weights": np.ones(5, np.float32)}
+    batches = list(batching.eval_loader(arrays, batch_size=2, process_index=0,
+                                        process_count=1))
+    assert batching.eval_order(arrays).tolist() == [4, 2, 1, 3, 0]
+    assert [b["label"].tolist() for b in batches] == [[4, 2], [1, 3], [0, 0]]
+    assert [b["input_ids"].shape[1] for b in batches] == [48, 16, 16]
+    assert np.concatenate([b["example_weights"] for b in batches]).tolist() == [1] * 5 + [0]
+    # Two processes take the two halves of each batch, cut to the same length.
+    halves = [list(batching.eval_loader(arrays, 2, process_index=p, process_count=2))
+              for p in (0, 1)]
+    assert [h["label"].tolist() for h in halves[1]] == [[2], [3], [0]]
+    assert [h["input_ids"].shape for h in halves[1]] == [(1, 48), (1, 16), (1, 16)]
 
 
 def test_length_grouped_batches_cover_an_epoch_with_little_padding():

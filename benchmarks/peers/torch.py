@@ -68,23 +68,30 @@ HEADS = {"sequence_classification": "BertForSequenceClassification",
          "question_answering": "BertForQuestionAnswering"}
 
 
-def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig) -> dict:
+def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
+             head: dict[str, np.ndarray]) -> dict:
     """Seconds per epoch and test scores of the Hugging Face head of `cfg.finetune.task`
-    fine-tuned from `init_from` with jaxlm's recipe in torch: AdamW without decay on biases
-    and layer-norm scales, `cfg`'s batch size, learning rate, warmup, linear decay and
-    clipping, on jaxlm's encoded splits (the same tokens and the same length-grouped batches,
-    each padded to its longest row); validation scored after every epoch, the best epoch's
-    weights kept and tested, training stopped after `finetune.patience` epochs without a
-    better `cfg.metric`, as `jaxlm.finetune` does; scored by the same code."""
+    fine-tuned from `init_from` with jaxlm's recipe in torch: the head's linear layer starting
+    from `head` ({"kernel" [D, K], "bias" [K]}, jaxlm's draw of the same N(0, 0.02)), AdamW
+    without decay on biases and layer-norm scales, `cfg`'s batch size, learning rate, warmup,
+    linear decay and clipping, on jaxlm's encoded splits (the same tokens and the same
+    length-grouped batches, each padded to its longest row); validation scored after every
+    epoch, the best epoch's weights kept and tested, training stopped after
+    `finetune.patience` epochs without a better `cfg.metric`, as `jaxlm.finetune` does;
+    scored by the same code."""
     import torch
     import transformers
 
     torch.manual_seed(cfg.train.seed)
     task = cfg.finetune.task
-    head = getattr(transformers, HEADS[task])
-    model = (head.from_pretrained(init_from) if task == "question_answering" else
-             head.from_pretrained(init_from, num_labels=len(data.labels),
-                                  classifier_dropout=cfg.finetune.classifier_dropout))
+    head_class = getattr(transformers, HEADS[task])
+    model = (head_class.from_pretrained(init_from) if task == "question_answering" else
+             head_class.from_pretrained(init_from, num_labels=len(data.labels),
+                                        classifier_dropout=cfg.finetune.classifier_dropout))
+    linear = model.qa_outputs if task == "question_answering" else model.classifier
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(head["kernel"].T.copy()))
+        linear.bias.copy_(torch.from_numpy(head["bias"]))
     B = cfg.train.batch_size
     source = GroupedBatches(data.arrays["train"], B, epochs, cfg.train.seed)
     steps = len(source)

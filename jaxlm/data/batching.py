@@ -1,9 +1,9 @@
 """Batches of encoded examples for fine-tuning, for every task (classification, tagging,
-question answering): length-grouped training batches and in-order evaluation batches.
+question answering): length-grouped training batches and length-sorted evaluation batches.
 
 The arrays are any task's, keyed by name, one row per example (or QA window); they must
-hold `input_ids` and `attention_mask` [N, T] and `example_weights` [N]. Training batches are
-cut to the longest row (rounded up to 16) of each batch, every [N, T] array alike.
+hold `input_ids` and `attention_mask` [N, T] and `example_weights` [N]. Every batch is cut to
+its longest row (rounded up to 16), every [N, T] array alike.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import jax
 import numpy as np
 
 from jaxlm.data.corpus import DataError
-from jaxlm.data.loader import ArraySource, batch_loader
 
 
 def pad_rows(arrays: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
@@ -104,8 +103,25 @@ def train_loader(arrays: dict[str, np.ndarray], batch_size: int, epochs: int, se
     return loader, source.mean_length()
 
 
-def eval_loader(arrays: dict[str, np.ndarray], batch_size: int):
-    """Every example once, in order; the last batch padded with weight-0 rows."""
-    padded = pad_rows(arrays, batch_size)
-    return batch_loader(ArraySource(padded, "eval"), batch_size, seed=0, shuffle=False,
-                        num_epochs=1)
+def eval_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The rows longest first (ties in order): the order `eval_loader` reads them in."""
+    return np.argsort(-arrays["attention_mask"].sum(1), kind="stable")
+
+
+def eval_loader(arrays: dict[str, np.ndarray], batch_size: int, pad_to: int = 16,
+                process_index: int | None = None, process_count: int | None = None):
+    """Every example once in `eval_order`, in batches cut to their longest row rounded up to
+    `pad_to` (sorting leaves little padding; an in-order batch is padded to its longest
+    row), the last one filled with weight-0 rows; this process's rows of each batch."""
+    if process_index is None or process_count is None:
+        process_index, process_count = jax.process_index(), jax.process_count()
+    padded = pad_rows({k: a[eval_order(arrays)] for k, a in arrays.items()}, batch_size)
+    lengths = padded["attention_mask"].sum(1)
+    T = padded["input_ids"].shape[1]
+    mine = slice(process_index * batch_size // process_count,
+                 (process_index + 1) * batch_size // process_count)
+    for first in range(0, len(lengths), batch_size):
+        rows = np.arange(first, first + batch_size)
+        t = min(-(-max(int(lengths[rows].max()), 1) // pad_to) * pad_to, T)
+        yield {k: a[rows[mine]][:, :t] if a.ndim == 2 else a[rows[mine]]
+               for k, a in padded.items()}
