@@ -12,8 +12,9 @@ polarity data (the classification default); for fill-mask each sentence's middle
 replaced by [MASK].
 
 Each side is timed over the whole path from texts to results, in batches of B: tokenizing,
-padding (jaxlm to a power-of-two bucket of lengths, so that it compiles once per bucket;
-transformers to the batch's longest sentence), the forward pass, the softmax, and for
+padding (jaxlm, for classify, runs the B sentences longest first 16 at a time, each group
+padded to a multiple of 8, and for fill-mask pads them to a power-of-two bucket of lengths;
+transformers pads the B sentences to their longest), the forward pass, the softmax, and for
 fill-mask the 5 most likely tokens. Rounds alternate jaxlm and PyTorch after one untimed
 pass each; figures are medians over the rounds. The outputs are compared: the largest
 difference of a class probability, or the fraction of masks whose top token agrees.
@@ -42,7 +43,7 @@ from jaxlm.config import ModelConfig
 from jaxlm.data import load_tokenizer
 from jaxlm.data.classification import fetch_polarity
 from jaxlm.hf import bert as hf
-from jaxlm.inference.classify import classify
+from jaxlm.inference.classify import Classifier
 from jaxlm.inference.fill_mask import fill_mask
 from jaxlm.models.bert import BertForPreTraining, BertForSequenceClassification
 from jaxlm.training import host
@@ -83,7 +84,8 @@ def jaxlm_side(task: str, config: ModelConfig, directory: Path, vocab: Path):
                                               rngs=nnx.Rngs(0))
         hf.save_pretrained(model, config, directory, LABELS)
         model.eval()
-        return lambda texts: [dict(r) for r in classify(model, tokenizer, LABELS, texts, 128)]
+        classify = Classifier(model, tokenizer, LABELS, 128)
+        return lambda texts: [dict(r) for r in classify(texts)]
     model = BertForPreTraining(config, rngs=nnx.Rngs(0))
     hf.save_pretrained(model, config, directory)
     model.eval()

@@ -8,6 +8,8 @@ from flax import nnx
 
 from jaxlm.config import load
 from jaxlm.models.bert import BertForPreTraining, BertModel
+from jaxlm.nn.attention import padding_mask
+from jaxlm.nn.transformer import EncoderBlock
 from jaxlm.objectives.registry import PRETRAINING
 
 # Pretraining configs; configs/finetune_*.yaml, distill_*.yaml and prune_*.yaml take their
@@ -85,6 +87,27 @@ def test_gathered_logits_equal_full_logits_at_those_positions(tiny_config):
     expected = np.take_along_axis(np.asarray(full_BTV), np.asarray(positions)[..., None], 1)
     np.testing.assert_allclose(gathered_BPV, expected, atol=1e-5)
     np.testing.assert_allclose(nsp, nsp2, atol=1e-6)
+
+
+def test_cls_only_equals_the_full_last_layer_at_cls(tiny_config):
+    model = BertModel(tiny_config, rngs=nnx.Rngs(0))
+    model.eval()
+    ids, types, mask = _batch(tiny_config)
+    full_BTD, pooled_BD = model(ids, types, mask)
+    first_B1D, pooled_cls_BD = model(ids, types, mask, cls_only=True)
+    assert first_B1D.shape == (3, 1, tiny_config.hidden_size)
+    np.testing.assert_allclose(first_B1D, full_BTD[:, :1], atol=1e-5)
+    np.testing.assert_allclose(pooled_cls_BD, pooled_BD, atol=1e-5)
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_an_encoder_block_computes_only_the_first_positions_when_asked(tiny_config, pre_norm):
+    block = EncoderBlock(tiny_config, pre_norm=pre_norm, rngs=nnx.Rngs(0))
+    block.eval()
+    x_BTD = jax.random.normal(jax.random.key(1), (2, 7, tiny_config.hidden_size))
+    mask = padding_mask(jnp.array([[1] * 7, [1] * 4 + [0] * 3]))
+    np.testing.assert_allclose(block(x_BTD, mask, queries=2), block(x_BTD, mask)[:, :2],
+                               atol=1e-5)
 
 
 def test_padding_does_not_change_real_positions(tiny_config):

@@ -79,12 +79,18 @@ class BertModel(nnx.Module):
         self.pooler = BertPooler(config, rngs=rngs) if pooler else None
 
     def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,
-                 attention_mask_BT: jax.Array) -> tuple[jax.Array, jax.Array | None]:
-        """Returns (sequence_BTD, pooled_BD); pooled_BD is None without a pooler."""
+                 attention_mask_BT: jax.Array,
+                 cls_only: bool = False) -> tuple[jax.Array, jax.Array | None]:
+        """Returns (sequence_BTD, pooled_BD); pooled_BD is None without a pooler.
+
+        With `cls_only` the last layer computes [CLS] alone, all the pooler reads, and
+        sequence is [B, 1, D]: a classifier's inference then skips most of that layer.
+        """
         check_inputs(self.config, input_ids_BT, token_type_ids_BT, attention_mask_BT)
         x_BTD = self.embeddings(input_ids_BT, token_type_ids_BT)
         mask_B11S = padding_mask(attention_mask_BT)
-        x_BTD = apply_stack(self.layers, x_BTD, mask_B11S, remat=self.config.remat)
+        x_BTD = apply_stack(self.layers, x_BTD, mask_B11S, remat=self.config.remat,
+                            last_queries=1 if cls_only else 0)
         return x_BTD, self.pooler(x_BTD) if self.pooler is not None else None
 
 
@@ -171,9 +177,11 @@ class BertForSequenceClassification(nnx.Module):
                                  init_std=config.initializer_range, rngs=rngs, **_dtypes(config))
 
     def __call__(self, input_ids_BT: jax.Array, token_type_ids_BT: jax.Array,
-                 attention_mask_BT: jax.Array) -> jax.Array:
-        """Returns logits_BK in float32."""
-        _, pooled_BD = self.bert(input_ids_BT, token_type_ids_BT, attention_mask_BT)
+                 attention_mask_BT: jax.Array, cls_only: bool = False) -> jax.Array:
+        """Returns logits_BK in float32. `cls_only` (`BertModel`) is for inference: training
+        keeps every position of the last layer, which distillation's hidden-state transfer
+        reads."""
+        _, pooled_BD = self.bert(input_ids_BT, token_type_ids_BT, attention_mask_BT, cls_only)
         return self.classifier(self.dropout(pooled_BD)).astype(jnp.float32)
 
 

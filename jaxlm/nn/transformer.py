@@ -25,16 +25,23 @@ def rematerialized(block_call, policy: str):
     return nnx.remat(block_call, policy=saveable)
 
 
-def apply_stack(layers, x_BTD: jax.Array, *args, remat: str, name: str = "layer") -> jax.Array:
+def apply_stack(layers, x_BTD: jax.Array, *args, remat: str, name: str = "layer",
+                last_queries: int = 0) -> jax.Array:
     """x through every block of `layers` in order (each called as `layer(x, *args)`),
     rematerialized per `remat`, each under its own named scope so profiles read like the
     code ("layer_0/attention/..."). The activations between blocks are tagged
-    [batch, length, embed] for the mesh's layout rules."""
-    block = rematerialized(type(layers[0]).__call__, remat)
+    [batch, length, embed] for the mesh's layout rules. With `last_queries` the last block
+    computes only the first `last_queries` positions (`EncoderBlock`), without remat."""
+    # The block's own defaults (`queries`) stay out of remat, which would trace them.
+    block = rematerialized(lambda layer, x, *block_args: layer(x, *block_args), remat)
     x_BTD = with_logical_axes(x_BTD, ACTIVATION_AXES)
     for i, layer in enumerate(layers):
         with jax.named_scope(f"{name}_{i}"):
-            x_BTD = with_logical_axes(block(layer, x_BTD, *args), ACTIVATION_AXES)
+            if last_queries and i == len(layers) - 1:
+                x_BTD = layer(x_BTD, *args, queries=last_queries)
+            else:
+                x_BTD = block(layer, x_BTD, *args)
+            x_BTD = with_logical_axes(x_BTD, ACTIVATION_AXES)
     return x_BTD
 
 
@@ -77,12 +84,16 @@ class EncoderBlock(nnx.Module):
         self.mlp_norm = LayerNorm(config.hidden_size, **norm)
         self.dropout = Dropout(config.hidden_dropout, rngs=rngs)
 
-    def __call__(self, x_BTD: jax.Array, mask_B11S: jax.Array) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, mask_B11S: jax.Array, queries: int = 0) -> jax.Array:
+        """[B, T, D] -> [B, T, D]; with `queries`, [B, queries, D]: only the first positions,
+        attending over all T (a last layer whose other outputs nothing reads)."""
+        x_BQD = x_BTD[:, :queries] if queries else x_BTD
         with jax.named_scope("attention"):
-            x_BTD = self._residual(x_BTD, lambda h: self.attention(h, mask_B11S),
+            context_BTD = self.attention_norm(x_BTD) if self.pre_norm else x_BTD
+            x_BQD = self._residual(x_BQD, lambda h: self.attention(h, mask_B11S, context_BTD),
                                    self.attention_norm)
         with jax.named_scope("mlp"):
-            return self._residual(x_BTD, self.mlp, self.mlp_norm)
+            return self._residual(x_BQD, self.mlp, self.mlp_norm)
 
     def _residual(self, x_BTD, sublayer, norm):
         if self.pre_norm:
