@@ -36,8 +36,8 @@ def tiny_classifier_parts(tiny_config, tmp_path):
 
 
 def test_sorted_padded_batches_equal_each_text_alone(tiny_classifier_parts):
-    """Texts of 1 to 20 words and a pair, in batches of 4 (rows padded to a power of two, lengths to a
-    multiple of 8, the last layer at [CLS] only), against each text run alone unpadded."""
+    """Texts of 1 to 20 words and a pair, in batches of 4 (rows padded to a power of two,
+    lengths to a multiple of 8, the last layer at [CLS] only), against each text alone."""
     model, tokenizer, labels = tiny_classifier_parts
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, n)) for n in (3, 20, 1, 9, 14)] + ["fine\tdull film"]

@@ -91,7 +91,7 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
     linear = model.qa_outputs if task == "question_answering" else model.classifier
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(head["kernel"].T.copy()))
-        linear.bias.copy_(torch.from_numpy(head["bias"]))
+        linear.bias.copy_(torch.from_numpy(head["bias"].copy()))
     B = cfg.train.batch_size
     source = GroupedBatches(data.arrays["train"], B, epochs, cfg.train.seed)
     steps = len(source)
