@@ -23,6 +23,12 @@ def pad_rows(arrays: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarr
             for k, a in arrays.items()}
 
 
+def padded_length(longest: int, pad_to: int, limit: int) -> int:
+    """A batch's length: its longest row (at least 1) rounded up to a multiple of `pad_to`,
+    at most `limit`; a few such lengths mean a few compilations."""
+    return min(-(-max(longest, 1) // pad_to) * pad_to, limit)
+
+
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int,
                            group: int = 50) -> list[np.ndarray]:
     """Rows of each full batch of one epoch, sentences of similar length together.
@@ -74,8 +80,8 @@ class GroupedBatches:
 
     def padded_length(self, rows: np.ndarray) -> int:
         """T of the batch of these rows: its longest sentence rounded up to `pad_to`."""
-        return min(-(-int(self.lengths[rows].max()) // self.pad_to) * self.pad_to,
-                   self.arrays["input_ids"].shape[1])
+        return padded_length(int(self.lengths[rows].max()), self.pad_to,
+                             self.arrays["input_ids"].shape[1])
 
     def mean_length(self) -> float:
         """The padded length T of the first epoch's batches, averaged (no rows copied)."""
@@ -110,9 +116,9 @@ def eval_order(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 def eval_loader(arrays: dict[str, np.ndarray], batch_size: int, pad_to: int = 16,
                 process_index: int | None = None, process_count: int | None = None):
-    """Every example once in `eval_order`, in batches cut to their longest row rounded up to
-    `pad_to` (sorting leaves little padding; an in-order batch is padded to its longest
-    row), the last one filled with weight-0 rows; this process's rows of each batch."""
+    """Every example once in `eval_order`, in batches cut to `padded_length` (sorted, a
+    batch's rows have similar lengths, so little of it is padding), the last one filled with
+    weight-0 rows; this process's rows of each batch."""
     if process_index is None or process_count is None:
         process_index, process_count = jax.process_index(), jax.process_count()
     padded = pad_rows({k: a[eval_order(arrays)] for k, a in arrays.items()}, batch_size)
@@ -122,6 +128,6 @@ def eval_loader(arrays: dict[str, np.ndarray], batch_size: int, pad_to: int = 16
                  (process_index + 1) * batch_size // process_count)
     for first in range(0, len(lengths), batch_size):
         rows = np.arange(first, first + batch_size)
-        t = min(-(-max(int(lengths[rows].max()), 1) // pad_to) * pad_to, T)
+        t = padded_length(int(lengths[rows].max()), pad_to, T)
         yield {k: a[rows[mine]][:, :t] if a.ndim == 2 else a[rows[mine]]
                for k, a in padded.items()}

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxlm.data.batching import padded_length
 from jaxlm.data.tokenizer import special_ids
 from jaxlm.inference.fill_mask import bucket
 from jaxlm.models.bert import BertForSequenceClassification
@@ -81,8 +82,7 @@ class Classifier:
         for start in range(0, len(texts), batch_size):
             rows = longest_first[start:start + batch_size]
             chunk = [encodings[r] for r in rows]
-            T = min(-(-len(chunk[0].ids) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE,
-                    self.max_seq_length)
+            T = padded_length(len(chunk[0].ids), LENGTH_MULTIPLE, self.max_seq_length)
             arrays = padded_batch(chunk, bucket(len(rows), batch_size, smallest=1), T, self.pad)
             probs_NK[rows] = np.asarray(self.forward(self.state, *arrays))[:len(rows)]
         return [[(self.labels[k], float(p_K[k])) for k in np.argsort(-p_K)] for p_K in probs_NK]
