@@ -93,8 +93,9 @@ def test_fsdp_step_keeps_activations_batch_split(tiny_config):
     """Left to XLA, the fsdp split of the weights spread into the activations and every
     device held the whole batch's (BERT-large fsdp=8: 8.6 GB per device, 4.0 GB with the
     layout rule). With activations dominating, fsdp=8 must not need more temporaries than
-    data=8."""
+    data=8, give or take the few small buffers its gathers add (under 1%; a batch spread over
+    every device would need up to 8x)."""
     cfg = dataclasses.replace(tiny_config, max_position_embeddings=256)
     report = memory.memory(cfg, batch_size=8, seq_len=256, meshes=["data=8", "fsdp=8"])
     data, fsdp = report["meshes"]["data=8"], report["meshes"]["fsdp=8"]
-    assert fsdp["temporaries"] <= data["temporaries"]
+    assert fsdp["temporaries"] <= 1.01 * data["temporaries"]

@@ -92,6 +92,13 @@ class KVCache(typing.NamedTuple):
         return KVCache(put(self.k_BSNH, new.k_BSNH), put(self.v_BSNH, new.v_BSNH))
 
 
+def heads_first(x_BTNH: jax.Array) -> jax.Array:
+    """[B, T, N, H] -> [B, N, T, H]. The products over heads take their operands heads first,
+    as plain batched matrix products: written straight on [B, T, N, H], XLA:CPU ran
+    MiniLM's forward pass 1.5x slower (docs/benchmarks.md)."""
+    return jnp.swapaxes(x_BTNH, 1, 2)
+
+
 def attention_probabilities(q_BTNH: jax.Array, k_BSNH: jax.Array,
                             mask: jax.Array) -> jax.Array:
     """softmax(q k^T / sqrt(H)) over the keys, masked keys at exactly zero: [B, N, T, S].
@@ -100,7 +107,7 @@ def attention_probabilities(q_BTNH: jax.Array, k_BSNH: jax.Array,
     precision hurts. Masked scores become the most negative float, so they get exactly
     zero probability, as in BERT's additive mask.
     """
-    scores_BNTS = jnp.einsum("BTNH,BSNH->BNTS", q_BTNH, k_BSNH,
+    scores_BNTS = jnp.einsum("BNTH,BNSH->BNTS", heads_first(q_BTNH), heads_first(k_BSNH),
                              preferred_element_type=jnp.float32)
     scores_BNTS = scores_BNTS / math.sqrt(q_BTNH.shape[-1])
     scores_BNTS = jnp.where(mask, scores_BNTS, jnp.finfo(jnp.float32).min)
@@ -115,7 +122,9 @@ def dot_product_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arra
       out_BTNH in the dtype of `v_BSNH`.
     """
     probs_BNTS = dropout(attention_probabilities(q_BTNH, k_BSNH, mask))
-    return jnp.einsum("BNTS,BSNH->BTNH", probs_BNTS.astype(v_BSNH.dtype), v_BSNH)
+    out_BNTH = jnp.einsum("BNTS,BNSH->BNTH", probs_BNTS.astype(v_BSNH.dtype),
+                          heads_first(v_BSNH))
+    return jnp.swapaxes(out_BNTH, 1, 2)
 
 
 def attention(impl: str, q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Array,
@@ -166,14 +175,15 @@ def pallas_flash_attention(q_BTNH: jax.Array, k_BSNH: jax.Array, v_BSNH: jax.Arr
     # Causal rows of padding queries read padding keys, so that no row is empty.
     queries_BT = keys_BS if mask.causal else jnp.ones((B, T_pad), jnp.int32)
 
-    def heads_first(x_BTNH, length):
-        return jnp.pad(jnp.swapaxes(x_BTNH, 1, 2),
+    def padded_heads_first(x_BTNH, length):
+        return jnp.pad(heads_first(x_BTNH),
                        ((0, 0), (0, 0), (0, length - x_BTNH.shape[1]), (0, 0)))
 
     blocks = fa.BlockSizes(**{f.name: 1 if f.name == "block_b" else 128
                               for f in dataclasses.fields(fa.BlockSizes)})
     out_BNTH = fa.flash_attention(
-        heads_first(q_BTNH, T_pad), heads_first(k_BSNH, S_pad), heads_first(v_BSNH, S_pad),
+        padded_heads_first(q_BTNH, T_pad), padded_heads_first(k_BSNH, S_pad),
+        padded_heads_first(v_BSNH, S_pad),
         segment_ids=fa.SegmentIds(queries_BT, keys_BS), causal=mask.causal,
         sm_scale=1 / math.sqrt(H), block_sizes=blocks)
     return jnp.swapaxes(out_BNTH, 1, 2)[:, :T]
