@@ -5,10 +5,12 @@ import json
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from data_fixtures import HAS_MINILM, MINILM_DIR
+from flax import nnx
 
 from jaxlm import export
 from jaxlm.hf import bert as hf
@@ -59,6 +61,8 @@ def test_logits_match_transformers(reference):
     ref_mlm, ref_nsp = _torch_outputs(ref, *batch)
     assert np.abs(np.asarray(mlm) - ref_mlm).max() < 1e-5
     assert np.abs(np.asarray(nsp) - ref_nsp).max() < 1e-5
+    # Device arrays, not NumPy ones, which every call of a compiled step would copy in again.
+    assert all(isinstance(v, jax.Array) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def test_save_pretrained_round_trips_through_transformers(reference, tmp_path):

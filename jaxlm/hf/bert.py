@@ -15,6 +15,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors.numpy import save
@@ -234,7 +235,7 @@ def _assign(model: nnx.Module, weights: dict[str, np.ndarray], table, directory:
             array = to_jaxlm(weights.pop(hf_name), layout, values[key].shape)
         except ValueError as e:
             raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
-        values[key].set_value(array.astype(model.config.param_dtype))
+        values[key].set_value(jnp.asarray(array, model.config.param_dtype))
     return missing
 
 

@@ -12,6 +12,7 @@ import json
 import warnings
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -114,7 +115,7 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
             array = to_jaxlm(weights[hf_name], layout, params[key].shape)
         except ValueError as e:
             raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
-        params[key].set_value(array.astype(config.param_dtype))
+        params[key].set_value(jnp.asarray(array, config.param_dtype))
         used.add(hf_name)
     unused = [k for k in weights if k not in used and not k.endswith(_REDUNDANT)]
     if unused:
