@@ -15,14 +15,13 @@ import shutil
 import warnings
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from safetensors.numpy import save
 
 from jaxlm.config import ModelConfig
 from jaxlm.data import load_tokenizer
-from jaxlm.hf.common import expand_table, load_arrays
+from jaxlm.hf.common import assign, expand_table, load_arrays
 from jaxlm.models.bert import (
     HEAD_AXES,
     NEURON_AXES,
@@ -202,7 +201,7 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32", seed: int = 0,
     config = config_from_hf(json.loads((directory / "config.json").read_text()), dtype=dtype)
     weights = read_weights(directory)
     model = BertForPreTraining(config, rngs=nnx.Rngs(params=seed, dropout=seed))
-    missing = _assign(model, weights, TABLE, directory)
+    missing = assign(model, weights, TABLE, to_jaxlm, directory)
     if encoder_only:
         missing = [name for name in missing if name.startswith("bert.")]
     if missing:
@@ -213,30 +212,6 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32", seed: int = 0,
         warnings.warn(f"{directory}: ignored checkpoint arrays: {', '.join(unused)}",
                       stacklevel=2)
     return model, config
-
-
-def _assign(model: nnx.Module, weights: dict[str, np.ndarray], table, directory: Path
-            ) -> list[str]:
-    """Sets `model`'s parameters from the Hugging Face arrays its `table` names, removing them
-    from `weights`; returns the names the checkpoint lacks.
-
-    Raises:
-      ValueError: a checkpoint array whose shape disagrees with the model.
-    """
-    values = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    by_path = {".".join(map(str, k)): k for k in values}
-    missing = []
-    for hf_name, path_, layout in expand_table(table, model.config.num_layers):
-        if hf_name not in weights:
-            missing.append(hf_name)
-            continue
-        key = by_path[path_]
-        try:
-            array = to_jaxlm(weights.pop(hf_name), layout, values[key].shape)
-        except ValueError as e:
-            raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
-        values[key].set_value(jnp.asarray(array, model.config.param_dtype))
-    return missing
 
 
 def from_pretrained_head(path: str | Path, *, dtype: str = "float32"
@@ -268,7 +243,7 @@ def from_pretrained_head(path: str | Path, *, dtype: str = "float32"
         labels = tuple(id2label[k] for k in sorted(id2label, key=int))
         dropout = hf_config.get("classifier_dropout") or config.hidden_dropout
         model = head(config, len(labels), classifier_dropout=dropout, rngs=rngs)
-    missing = _assign(model, read_weights(directory), HEADS[head][1], directory)
+    missing = assign(model, read_weights(directory), HEADS[head][1], to_jaxlm, directory)
     if missing:
         raise ValueError(f"{directory}: the checkpoint lacks {', '.join(missing[:5])}")
     model.eval()

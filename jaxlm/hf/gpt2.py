@@ -12,12 +12,11 @@ import json
 import warnings
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxlm.config import ModelConfig
-from jaxlm.hf.common import expand_table, load_arrays
+from jaxlm.hf.common import assign, load_arrays
 from jaxlm.models.gpt import GPTLanguageModel
 
 # Hugging Face name -> jaxlm parameter path, and how the array is laid out on each side.
@@ -104,20 +103,10 @@ def from_pretrained(path: str | Path, *, dtype: str = "float32",
     config = config_from_hf(json.loads((directory / "config.json").read_text()), dtype=dtype)
     weights = {k.removeprefix("transformer."): v for k, v in load_arrays(directory).items()}
     model = GPTLanguageModel(config, rngs=nnx.Rngs(params=seed, dropout=seed))
-    params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    by_path = {".".join(map(str, k)): k for k in params}
-    used = set()
-    for hf_name, path_, layout in expand_table(TABLE, config.num_layers):
-        key = by_path[path_]
-        if hf_name not in weights:
-            raise ValueError(f"{directory}: checkpoint has no {hf_name}")
-        try:
-            array = to_jaxlm(weights[hf_name], layout, params[key].shape)
-        except ValueError as e:
-            raise ValueError(f"{directory}: checkpoint array {hf_name} {e}") from None
-        params[key].set_value(jnp.asarray(array, config.param_dtype))
-        used.add(hf_name)
-    unused = [k for k in weights if k not in used and not k.endswith(_REDUNDANT)]
+    missing = assign(model, weights, TABLE, to_jaxlm, directory)
+    if missing:
+        raise ValueError(f"{directory}: checkpoint has no {missing[0]}")
+    unused = [k for k in weights if not k.endswith(_REDUNDANT)]
     if unused:
         warnings.warn(f"{directory}: ignored checkpoint arrays: {', '.join(unused)}",
                       stacklevel=2)
