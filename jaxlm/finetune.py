@@ -144,8 +144,9 @@ def run(cfg: FinetuneConfig) -> dict:
 
     Returns:
       {"task", "validation": scores, "test": scores, "best_step", "labels", "sizes", "notes",
-      "trainable_params", "total_params", "epoch_s", "wall_s"}, also written to
-      run_dir/results.json.
+      "trainable_params", "total_params", "epoch_s", "epochs_s", "wall_s"}, also written to
+      run_dir/results.json. "epochs_s" holds the seconds of each epoch this call ran, its
+      validation included: the first one also compiles the steps.
 
     Raises:
       RunDirInUse: another run holds `run_dir`.
@@ -256,9 +257,13 @@ def run(cfg: FinetuneConfig) -> dict:
             return split_scores(predict, params, fixed, data, split, B, task, mesh,
                                 cfg.finetune.task != "sequence_classification")
 
+        epoch_ends = []  # when each epoch's validation ended, for the seconds per epoch
+
         def validate(params):
-            return {k: v for k, v in scores(params, "validation").items()
+            line = {k: v for k, v in scores(params, "validation").items()
                     if isinstance(v, float)}
+            epoch_ends.append(time.perf_counter())
+            return line
 
         if cfg.prune.structured and start == 0:
             pruned_scores = {name: scores(state.params, name) for name in ("validation", "test")
@@ -279,7 +284,8 @@ def run(cfg: FinetuneConfig) -> dict:
         results = {"task": cfg.finetune.task, "best_step": best_step,
                    "labels": list(data.labels), "sizes": data.sizes, "notes": data.notes,
                    "trainable_params": trainable, "total_params": total,
-                   "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1)}
+                   "epoch_s": loop_s * steps_per_epoch / max(steps - start, 1),
+                   "epochs_s": np.diff([loop_started, *epoch_ends]).tolist()}
         for name in ("validation", "test"):
             if len(data.arrays[name]["example_weights"]):
                 results[name] = {k.removeprefix("eval_"): v

@@ -113,7 +113,9 @@ def test_benchmark_runs_both_sides_over_seeds(tmp_path, capsys):
         for side in ("jaxlm", "torch"):
             assert run[side]["best_epoch"] in (1, 2)
             assert 0.0 <= run[side]["test"]["f1"] <= 1.0 and run[side]["epoch_s"] > 0
+            assert run[side]["first_epoch_s"] > 0 and run[side]["later_epoch_s"] > 0
     for side in ("baseline", "jaxlm", "torch"):
         assert report["mean"][side]["test"]["accuracy"] == pytest.approx(
             np.mean([r[side]["test"]["accuracy"] for r in report["seeds"]]))
     assert report["torch_over_jaxlm_epoch_time"] > 0
+    assert report["torch_over_jaxlm_later_epoch_time"] > 0

@@ -81,6 +81,10 @@ def test_lora_run_end_to_end(separable, tmp_path, capsys):
     evals = [d for d in lines if "eval_cls_accuracy" in d]
     per_epoch = (n - 2 * round(0.1 * n)) // 16
     assert [d["step"] for d in evals] == [per_epoch, 2 * per_epoch]  # one per epoch
+    # Each epoch's seconds, its validation included, within the loop's (which also waits
+    # for the last checkpoint).
+    assert len(results["epochs_s"]) == 2 and min(results["epochs_s"]) > 0
+    assert sum(results["epochs_s"]) <= 2 * results["epoch_s"]
     best = max(d["eval_cls_accuracy"] for d in evals)
     assert {d["step"]: d["eval_cls_accuracy"] for d in evals}[results["best_step"]] == best
     assert results["validation"]["accuracy"] == best  # measured on the best checkpoint

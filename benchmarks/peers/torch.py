@@ -117,6 +117,7 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
                 for k in ("input_ids", "token_type_ids", "attention_mask")}
 
     started = time.perf_counter()
+    epoch_ends = []
     for epoch in range(epochs):
         model.train()
         for record in range(epoch * steps // epochs, (epoch + 1) * steps // epochs):
@@ -130,6 +131,7 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
             optimizer.zero_grad()
         model.eval()
         validation = data.score("validation", _outputs(model, data, task, "validation"))
+        epoch_ends.append(time.perf_counter())
         if validation[cfg.metric] > stop_early.best:
             best = {"epoch": epoch + 1, "validation": validation,
                     "weights": copy.deepcopy(model.state_dict())}
@@ -137,7 +139,8 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
             break
     epoch_s = (time.perf_counter() - started) / (epoch + 1)
     model.load_state_dict(best.pop("weights"))
-    return {"epoch_s": epoch_s, "epochs_run": epoch + 1, **best,
+    return {"epoch_s": epoch_s, "epochs_s": np.diff([started, *epoch_ends]).tolist(),
+            "epochs_run": epoch + 1, **best,
             "test": data.score("test", _outputs(model, data, task, "test"))}
 
 
