@@ -70,8 +70,9 @@ HEADS = {"sequence_classification": "BertForSequenceClassification",
 
 def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
              head: dict[str, np.ndarray]) -> dict:
-    """Seconds per epoch and test scores of the Hugging Face head of `cfg.finetune.task`
-    fine-tuned from `init_from` with jaxlm's recipe in torch: the head's linear layer starting
+    """The seconds of each epoch (its validation included) and the test scores of the Hugging
+    Face head of `cfg.finetune.task` fine-tuned from `init_from` with jaxlm's recipe in torch
+    ({"epochs_s", "epoch", "validation", "test"}): the head's linear layer starting
     from `head` ({"kernel" [D, K], "bias" [K]}, jaxlm's draw of the same N(0, 0.02)), AdamW
     without decay on biases and layer-norm scales, `cfg`'s batch size, learning rate, warmup,
     linear decay and clipping, on jaxlm's encoded splits (the same tokens and the same
@@ -137,10 +138,8 @@ def finetune(init_from: str, data: TaskData, epochs: int, cfg: FinetuneConfig,
                     "weights": copy.deepcopy(model.state_dict())}
         if stop_early(validation):
             break
-    epoch_s = (time.perf_counter() - started) / (epoch + 1)
     model.load_state_dict(best.pop("weights"))
-    return {"epoch_s": epoch_s, "epochs_s": np.diff([started, *epoch_ends]).tolist(),
-            "epochs_run": epoch + 1, **best,
+    return {"epochs_s": np.diff([started, *epoch_ends]).tolist(), **best,
             "test": data.score("test", _outputs(model, data, task, "test"))}
 
 
